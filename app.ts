@@ -1,0 +1,52 @@
+import type { FastifyError, FastifyInstance } from 'fastify'
+import fp from 'fastify-plugin'
+import type { Config } from './services/config.ts'
+import { DomainError } from './services/errors.ts'
+import configPlugin from './plugins/config.ts'
+import readinessPlugin from './plugins/readiness.ts'
+import metricsPlugin from './plugins/metrics.ts'
+import plainHttpPlugin from './plugins/plain-http.ts'
+import underPressurePlugin from './plugins/under-pressure.ts'
+import corsPlugin from './plugins/cors.ts'
+import limiterPlugin from './plugins/limiter.ts'
+import probeRoutes from './routes/probes/index.ts'
+
+export interface AppOptions {
+  config: Config
+}
+
+/** The root plugin: every decorator first, then the routes, then error and 404 handling. */
+export default async function app (fastify: FastifyInstance, opts: AppOptions) {
+  await fastify.register(configPlugin, { config: opts.config })
+  await fastify.register(readinessPlugin)
+  await fastify.register(metricsPlugin)
+  await fastify.register(plainHttpPlugin)
+  await fastify.register(corsPlugin)
+  await fastify.register(underPressurePlugin)
+  await fastify.register(limiterPlugin)
+
+  await fastify.register(probeRoutes)
+
+  fastify.setErrorHandler(function errorHandler (error: FastifyError | DomainError, request, reply) {
+    if (error instanceof DomainError) {
+      if (error.statusCode >= 500) request.log.error({ code: error.code, reason: error.message }, 'request failed')
+      return reply.code(error.statusCode).headers(error.headers).send({ code: error.code, message: error.message })
+    }
+    const status = error.statusCode ?? 500
+    if ('validation' in error && error.validation !== undefined) {
+      return reply.code(400).send({ code: 'BAD_REQUEST', message: error.message })
+    }
+    if (status >= 400 && status < 500) {
+      return reply.code(status).send({ code: error.code ?? 'BAD_REQUEST', message: error.message })
+    }
+    request.log.error({ err: error }, 'unexpected error')
+    return reply.code(status >= 500 && status < 600 ? status : 500).send({ code: 'INTERNAL', message: 'internal error' })
+  })
+
+  fastify.setNotFoundHandler(function notFound (request, reply) {
+    return reply.code(404).send({ code: 'NOT_FOUND', message: 'no such resource' })
+  })
+}
+
+/** The app as an encapsulation-free plugin, for server.ts and the tests. */
+export const appPlugin = fp(app, { name: 'app', fastify: '5.x' })

@@ -1,0 +1,96 @@
+import fp from 'fastify-plugin'
+import fastifyMetricsModule from 'fastify-metrics'
+import { Gauge, Histogram, Registry } from 'prom-client'
+import type { FastifyRequest } from 'fastify'
+import { redactUrl } from '../services/redact.ts'
+
+// fastify-metrics is CommonJS with an `exports.default`; Node's ESM import sees module.exports.
+const fastifyMetrics = fastifyMetricsModule.default
+
+export const METRIC_PREFIX = 'assisted_image_service_'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Per-app Prometheus registry; other plugins register their metrics here. */
+    metricsRegistry: Registry
+  }
+}
+
+const start = Symbol('request start')
+interface Timed { [start]?: { at: bigint, bytesWritten: number } }
+
+/** Route pattern, never the raw URL: URLs carry tokens. */
+function routeLabel (request: FastifyRequest): string {
+  return request.routeOptions.url ?? 'unmatched'
+}
+
+/**
+ * Prometheus metrics on /metrics plus one JSON log line per request. Both
+ * measure bytes from the socket, so an aborted download counts what was sent.
+ */
+export default fp(async function metricsPlugin (fastify) {
+  const registry = new Registry()
+  fastify.decorate('metricsRegistry', registry)
+
+  await fastify.register(fastifyMetrics, {
+    endpoint: '/metrics',
+    defaultMetrics: { enabled: true, register: registry, prefix: METRIC_PREFIX },
+    routeMetrics: {
+      enabled: { histogram: true, summary: false },
+      registeredRoutesOnly: true,
+      methodBlacklist: ['OPTIONS', 'TRACE', 'CONNECT'],
+      routeBlacklist: ['/metrics'],
+      overrides: {
+        histogram: {
+          name: `${METRIC_PREFIX}request_duration_seconds`,
+          help: 'Request duration in seconds',
+          buckets: [0.1, 1, 10, 50, 100, 300, 600],
+          registers: [registry]
+        },
+        labels: { route: 'route', method: 'method', status: 'status' }
+      }
+    }
+  })
+
+  const labelNames = ['route', 'method', 'status'] as const
+  const responseSize = new Histogram({
+    name: `${METRIC_PREFIX}response_size_bytes`,
+    help: 'Response size in bytes',
+    buckets: [100, 1e6, 5e8, 1e9, 1e10],
+    labelNames,
+    registers: [registry]
+  })
+  const inFlight = new Gauge({
+    name: `${METRIC_PREFIX}in_flight_requests`,
+    help: 'Requests being served',
+    labelNames: ['route', 'method'] as const,
+    registers: [registry]
+  })
+
+  fastify.addHook('onRequest', async function startTimer (request) {
+    (request as Timed)[start] = { at: process.hrtime.bigint(), bytesWritten: request.raw.socket?.bytesWritten ?? 0 }
+    if (request.routeOptions.url !== undefined) inFlight.inc({ route: routeLabel(request), method: request.method })
+  })
+
+  fastify.addHook('onResponse', async function recordRequest (request, reply) {
+    const started = (request as Timed)[start]
+    if (started === undefined) return
+    const bytes = Math.max(0, (request.raw.socket?.bytesWritten ?? started.bytesWritten) - started.bytesWritten)
+    const durationMs = Number(process.hrtime.bigint() - started.at) / 1e6
+    const route = routeLabel(request)
+    if (request.routeOptions.url !== undefined) {
+      inFlight.dec({ route, method: request.method })
+      if (route !== '/metrics') responseSize.observe({ route, method: request.method, status: String(reply.statusCode) }, bytes)
+    }
+    const aborted = !reply.raw.writableFinished
+    request.log[reply.statusCode >= 500 ? 'error' : 'info']({
+      method: request.method,
+      url: redactUrl(request.url),
+      route,
+      status: reply.statusCode,
+      bytes,
+      durationMs: Math.round(durationMs * 10) / 10,
+      ...(aborted ? { aborted: true } : {})
+    }, 'request')
+  })
+}, { name: 'metrics', fastify: '5.x' })

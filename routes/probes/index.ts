@@ -1,0 +1,14 @@
+import type { FastifyInstance } from 'fastify'
+
+export default async function probeRoutes (fastify: FastifyInstance) {
+  const { readiness } = fastify
+
+  fastify.get('/live', { config: { plainHttp: true } }, async function live () {
+    return { status: 'alive' }
+  })
+
+  fastify.get('/health', { config: { plainHttp: true } }, async function health (request, reply) {
+    if (readiness.allReady()) return { status: 'ready' }
+    return reply.code(503).header('retry-after', '5').send({ status: 'not ready', pending: readiness.pending() })
+  })
+}

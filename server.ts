@@ -1,0 +1,151 @@
+import Fastify, { LogController, type FastifyInstance } from 'fastify'
+import { readFileSync } from 'node:fs'
+import http from 'node:http'
+import https from 'node:https'
+import type { AddressInfo } from 'node:net'
+import { pino, type DestinationStream, type Logger } from 'pino'
+import { appPlugin } from './app.ts'
+import { ConfigError, loadConfig, processEnv, type Config } from './services/config.ts'
+import { redactUrl, REDACTED } from './services/redact.ts'
+import { markRestrictedPlainHttp } from './plugins/plain-http.ts'
+
+/** Slowloris guard: a client must send its headers promptly; the body of a download is never cut. */
+const HEADERS_TIMEOUT_MS = 20_000
+const REQUEST_TIMEOUT_MS = 60_000
+const KEEP_ALIVE_TIMEOUT_MS = 65_000
+
+export function createLogger (config: Pick<Config, 'logLevel'>, destination?: DestinationStream): Logger {
+  return pino({
+    level: config.logLevel,
+    redact: {
+      paths: ['req.headers.authorization', 'req.headers["image-token"]', 'headers.authorization', 'headers["image-token"]'],
+      censor: REDACTED
+    },
+    serializers: {
+      req: (req: { method?: string, url?: string }) => ({ method: req.method, url: redactUrl(req.url ?? '') }),
+      err: pino.stdSerializers.err
+    }
+  }, destination)
+}
+
+export interface ServerOptions {
+  logger?: Logger
+  /** Called after the app is registered and before listening (tests add routes here). */
+  prepare?: (fastify: FastifyInstance) => void | Promise<void>
+}
+
+function tuneServer (server: http.Server): void {
+  server.headersTimeout = HEADERS_TIMEOUT_MS
+  server.requestTimeout = REQUEST_TIMEOUT_MS
+  server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS
+  server.timeout = 0
+}
+
+/**
+ * Builds the Fastify instance with its listeners. The main server is HTTPS when
+ * a certificate is configured; HTTP_LISTEN_PORT adds a plain-HTTP server that
+ * shares the same routes (restricted to PXE routes and probes under TLS).
+ */
+export async function buildServer (config: Config, options: ServerOptions = {}): Promise<{ fastify: FastifyInstance, extraServer?: http.Server }> {
+  let extraServer: http.Server | undefined
+  const { tls, httpListenPort, listenPort } = config
+  const fastify = Fastify({
+    loggerInstance: options.logger ?? createLogger(config),
+    // plugins/metrics.ts writes the one log line per request (redacted, with bytes and duration).
+    logController: new LogController({ disableRequestLogging: true }),
+    connectionTimeout: 0,
+    keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
+    requestTimeout: REQUEST_TIMEOUT_MS,
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+    routerOptions: { ignoreDuplicateSlashes: false, maxParamLength: 8192 },
+    serverFactory (handler) {
+      const main = tls === undefined
+        ? http.createServer(handler)
+        : https.createServer({ cert: readFileSync(tls.certFile), key: readFileSync(tls.keyFile) }, handler)
+      tuneServer(main)
+      if (httpListenPort !== undefined && httpListenPort !== listenPort) {
+        extraServer = http.createServer(tls === undefined
+          ? handler
+          : (req, res) => { markRestrictedPlainHttp(req); handler(req, res) })
+        tuneServer(extraServer)
+      }
+      return main
+    }
+  })
+  await fastify.register(appPlugin, { config })
+  fastify.addHook('onClose', async function closeExtraServer () {
+    if (extraServer?.listening !== true) return
+    extraServer.closeIdleConnections()
+    await new Promise<void>(resolve => extraServer!.close(() => resolve()))
+  })
+  // The instance's server type is a union of http/https; routes only need the common surface.
+  return { fastify: fastify as unknown as FastifyInstance, ...(extraServer !== undefined ? { extraServer } : {}) }
+}
+
+/** Starts listening; returns the bound ports (useful with port 0 in tests). */
+export async function startServer (config: Config, options: ServerOptions & { host?: string } = {}) {
+  const host = options.host ?? '0.0.0.0'
+  const built = await buildServer(config, options)
+  await options.prepare?.(built.fastify)
+  await built.fastify.listen({ port: config.listenPort, host })
+  const mainPort = (built.fastify.server.address() as AddressInfo).port
+  let extraPort: number | undefined
+  if (built.extraServer !== undefined) {
+    const extra = built.extraServer
+    await new Promise<void>((resolve, reject) => {
+      extra.once('error', reject)
+      extra.listen(config.httpListenPort, host, () => { extra.off('error', reject); resolve() })
+    })
+    extraPort = (extra.address() as AddressInfo).port
+  }
+  return { ...built, mainPort, extraPort }
+}
+
+/**
+ * Stops accepting connections, lets in-flight responses finish for up to the
+ * grace period, then exits 0.
+ */
+export function handleShutdown (fastify: FastifyInstance, graceSeconds: number, exit: (code: number) => void = process.exit): void {
+  let stopping = false
+  const stop = (signal: string): void => {
+    if (stopping) return
+    stopping = true
+    fastify.log.info({ signal, graceSeconds }, 'shutting down')
+    const timer = setTimeout(() => {
+      fastify.log.warn('grace period over, closing remaining connections')
+      fastify.server.closeAllConnections()
+      exit(0)
+    }, graceSeconds * 1000)
+    timer.unref()
+    fastify.close().then(() => exit(0), (err: unknown) => {
+      fastify.log.error({ err }, 'error while closing')
+      exit(0)
+    })
+  }
+  process.once('SIGTERM', () => stop('SIGTERM'))
+  process.once('SIGINT', () => stop('SIGINT'))
+}
+
+async function main (): Promise<void> {
+  let config: Config
+  try {
+    config = loadConfig(processEnv())
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`assisted-image-service: invalid configuration:\n${err.problems.map(p => `  - ${p}`).join('\n')}\n`)
+      process.exit(1)
+    }
+    throw err
+  }
+  const { fastify, mainPort, extraPort } = await startServer(config)
+  fastify.log.info({ port: mainPort, httpPort: extraPort, tls: config.tls !== undefined }, 'listening')
+  handleShutdown(fastify, config.shutdownGraceSeconds)
+}
+
+if (import.meta.main) {
+  main().catch((err: unknown) => {
+    process.stderr.write(`assisted-image-service: ${(err as Error).stack ?? String(err)}\n`)
+    process.exit(1)
+  })
+}

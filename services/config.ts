@@ -1,0 +1,226 @@
+import { accessSync, constants, existsSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { parseOsImageEntries, type OsImageEntry } from './store/os-image-entry.ts'
+
+export type Env = Readonly<Record<string, string | undefined>>
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
+export type LogLevel = typeof LOG_LEVELS[number]
+
+export interface Config {
+  assistedService: {
+    scheme: 'http' | 'https'
+    host?: string
+    caFile?: string
+  }
+  dataDir: string
+  dataTempDir: string
+  listenPort: number
+  httpListenPort?: number
+  tls?: { certFile: string, keyFile: string }
+  imageServiceBaseUrl: string
+  logLevel: LogLevel
+  maxConcurrentRequests: number
+  requestQueueTimeoutSeconds: number
+  upstreamCacheTtlSeconds: number
+  /** Entries as configured (before deduplication). Empty in demo mode until the demo is prepared. */
+  osImages: OsImageEntry[]
+  osImagesRequestHeaders: Record<string, string>
+  osImagesRequestQueryParams: Record<string, string>
+  osImageDownloadCaFile?: string
+  insecureSkipVerify: boolean
+  allowedDomains: string[]
+  infraEnvsDir?: string
+  proxy: { http?: string, https?: string, noProxy?: string }
+  underPressure: { maxEventLoopDelayMs: number, maxHeapUsedBytes: number }
+  shutdownGraceSeconds: number
+  shortLinkTtlSeconds: number
+  /** No OS_IMAGES and no ASSISTED_SERVICE_HOST: serve the built-in demo. */
+  demo: boolean
+}
+
+export class ConfigError extends Error {
+  readonly problems: string[]
+
+  constructor (problems: string[]) {
+    super(`invalid configuration: ${problems.join('; ')}`)
+    this.name = 'ConfigError'
+    this.problems = problems
+  }
+}
+
+/**
+ * Builds the configuration from an environment object, collecting every
+ * problem before failing so an operator fixes them all in one go.
+ */
+export function loadConfig (env: Env, cwd = process.cwd()): Config {
+  const problems: string[] = []
+  const value = (name: string): string | undefined => {
+    const v = env[name]
+    return v === undefined || v.trim() === '' ? undefined : v.trim()
+  }
+  const integer = (name: string, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number => {
+    const raw = value(name)
+    if (raw === undefined) return fallback
+    if (!/^-?\d+$/.test(raw) || Number(raw) < min || Number(raw) > max) {
+      problems.push(`${name}: must be an integer between ${min} and ${max}, got "${raw}"`)
+      return fallback
+    }
+    return Number(raw)
+  }
+  const boolean = (name: string): boolean => {
+    const raw = value(name)?.toLowerCase()
+    if (raw === undefined) return false
+    if (['1', 'true', 'yes', 'on'].includes(raw)) return true
+    if (['0', 'false', 'no', 'off'].includes(raw)) return false
+    problems.push(`${name}: must be true or false, got "${raw}"`)
+    return false
+  }
+  const readableFile = (name: string, path: string | undefined): string | undefined => {
+    if (path === undefined) return undefined
+    try {
+      accessSync(path, constants.R_OK)
+    } catch {
+      problems.push(`${name}: cannot read file ${path}`)
+    }
+    return path
+  }
+  const stringMap = (name: string): Record<string, string> => {
+    const raw = value(name)
+    if (raw === undefined) return {}
+    try {
+      const parsed: unknown = JSON.parse(raw)
+      if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed) ||
+          Object.values(parsed).some(v => typeof v !== 'string')) {
+        problems.push(`${name}: must be a JSON object of string values`)
+        return {}
+      }
+      return parsed as Record<string, string>
+    } catch {
+      problems.push(`${name}: invalid JSON`)
+      return {}
+    }
+  }
+
+  const scheme = (value('ASSISTED_SERVICE_SCHEME') ?? 'http').toLowerCase()
+  if (scheme !== 'http' && scheme !== 'https') {
+    problems.push(`ASSISTED_SERVICE_SCHEME: must be http or https, got "${scheme}"`)
+  }
+  const host = value('ASSISTED_SERVICE_HOST')
+  if (host !== undefined && !/^[A-Za-z0-9.\-[\]:]+$/.test(host)) {
+    problems.push(`ASSISTED_SERVICE_HOST: must be host[:port], got "${host}"`)
+  }
+
+  const logLevelRaw = (value('LOG_LEVEL') ?? value('LOGLEVEL') ?? 'info').toLowerCase()
+  const logLevel = LOG_LEVELS.includes(logLevelRaw as LogLevel) ? logLevelRaw as LogLevel : 'info'
+  if (logLevel !== logLevelRaw) {
+    problems.push(`LOG_LEVEL: unknown level "${logLevelRaw}" (one of ${LOG_LEVELS.join(', ')})`)
+  }
+
+  const listenPort = integer('LISTEN_PORT', 8080, 0, 65535)
+  const httpListenPortRaw = value('HTTP_LISTEN_PORT')
+  const httpListenPort = httpListenPortRaw === undefined ? undefined : integer('HTTP_LISTEN_PORT', 0, 0, 65535)
+
+  const certFile = readableFile('HTTPS_CERT_FILE', value('HTTPS_CERT_FILE'))
+  const keyFile = readableFile('HTTPS_KEY_FILE', value('HTTPS_KEY_FILE'))
+  if ((certFile === undefined) !== (keyFile === undefined)) {
+    problems.push('HTTPS_CERT_FILE and HTTPS_KEY_FILE: set both or neither')
+  }
+
+  const osImagesVar = value('OS_IMAGES') !== undefined ? 'OS_IMAGES' : value('RHCOS_VERSIONS') !== undefined ? 'RHCOS_VERSIONS' : undefined
+  let osImages: OsImageEntry[] = []
+  if (osImagesVar !== undefined) {
+    const parsed = parseOsImageEntries(value(osImagesVar)!, osImagesVar)
+    problems.push(...parsed.problems)
+    osImages = parsed.entries
+    if (parsed.problems.length === 0 && osImages.length === 0) {
+      problems.push(`${osImagesVar}: lists no OS image`)
+    }
+  }
+  const demo = osImagesVar === undefined && host === undefined
+  const infraEnvsDir = value('INFRAENVS_DIR')
+  if (!demo && host === undefined && infraEnvsDir === undefined) {
+    problems.push('ASSISTED_SERVICE_HOST: required unless INFRAENVS_DIR is set')
+  }
+
+  const dataDir = join(cwd, value('DATA_DIR') ?? 'data')
+  const baseUrl = value('IMAGE_SERVICE_BASE_URL') ?? `http://localhost:${listenPort}`
+  try {
+    const url = new URL(baseUrl)
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error('scheme')
+  } catch {
+    problems.push(`IMAGE_SERVICE_BASE_URL: must be an http(s) URL, got "${baseUrl}"`)
+  }
+
+  const allowedDomains = (value('ALLOWED_DOMAINS') ?? '').split(',').map(d => d.trim()).filter(d => d !== '')
+
+  const config: Config = {
+    assistedService: {
+      scheme: scheme === 'https' ? 'https' : 'http',
+      ...(host !== undefined ? { host } : {}),
+      ...optional('caFile', readableFile('ASSISTED_SERVICE_API_TRUSTED_CA_FILE', value('ASSISTED_SERVICE_API_TRUSTED_CA_FILE') ?? value('HTTPS_CA_FILE')))
+    },
+    dataDir,
+    dataTempDir: join(cwd, value('DATA_TEMP_DIR') ?? join(dataDir, 'tmp')),
+    listenPort,
+    ...optional('httpListenPort', httpListenPort),
+    ...(certFile !== undefined && keyFile !== undefined ? { tls: { certFile, keyFile } } : {}),
+    imageServiceBaseUrl: baseUrl.replace(/\/+$/, ''),
+    logLevel,
+    maxConcurrentRequests: integer('MAX_CONCURRENT_REQUESTS', 400, 1),
+    requestQueueTimeoutSeconds: integer('REQUEST_QUEUE_TIMEOUT', 60, 1),
+    upstreamCacheTtlSeconds: integer('UPSTREAM_CACHE_TTL', 30, 0),
+    osImages,
+    osImagesRequestHeaders: stringMap('OS_IMAGES_REQUEST_HEADERS'),
+    osImagesRequestQueryParams: stringMap('OS_IMAGES_REQUEST_QUERY_PARAMS'),
+    ...optional('osImageDownloadCaFile', readableFile('OS_IMAGE_DOWNLOAD_TRUSTED_CA_FILE', value('OS_IMAGE_DOWNLOAD_TRUSTED_CA_FILE'))),
+    insecureSkipVerify: boolean('INSECURE_SKIP_VERIFY'),
+    allowedDomains,
+    ...optional('infraEnvsDir', infraEnvsDir === undefined ? undefined : join(cwd, infraEnvsDir)),
+    proxy: {
+      ...optional('http', value('HTTP_PROXY') ?? value('http_proxy')),
+      ...optional('https', value('HTTPS_PROXY') ?? value('https_proxy')),
+      ...optional('noProxy', value('NO_PROXY') ?? value('no_proxy'))
+    },
+    underPressure: {
+      maxEventLoopDelayMs: integer('MAX_EVENT_LOOP_DELAY_MS', 1000, 0),
+      maxHeapUsedBytes: integer('MAX_HEAP_USED_BYTES', 0, 0)
+    },
+    shutdownGraceSeconds: integer('SHUTDOWN_GRACE_PERIOD', 30, 0),
+    shortLinkTtlSeconds: integer('SHORT_LINK_TTL', 7 * 24 * 3600, 1),
+    demo
+  }
+  if (problems.length > 0) throw new ConfigError(problems)
+  return config
+}
+
+function optional<K extends string, V> (key: K, v: V | undefined): { [P in K]?: V } {
+  return (v === undefined ? {} : { [key]: v }) as { [P in K]?: V }
+}
+
+/**
+ * Parses a `.env` file: `KEY=value` lines, `#` comments, optional `export `,
+ * single or double quotes around the value.
+ */
+export function parseDotEnv (text: string): Record<string, string> {
+  const result: Record<string, string> = {}
+  for (const line of text.split(/\r?\n/)) {
+    const match = /^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$/.exec(line)
+    if (match === null) continue
+    let v = match[2]!
+    if ((v.startsWith('"') && v.endsWith('"') && v.length >= 2) || (v.startsWith("'") && v.endsWith("'") && v.length >= 2)) {
+      v = v.slice(1, -1)
+    } else {
+      v = v.replace(/\s+#.*$/, '')
+    }
+    result[match[1]!] = v
+  }
+  return result
+}
+
+/** The process environment, with `.env` (when present) filling what is unset. */
+export function processEnv (cwd = process.cwd()): Env {
+  const dotEnvPath = join(cwd, '.env')
+  const fromFile = existsSync(dotEnvPath) ? parseDotEnv(readFileSync(dotEnvPath, 'utf8')) : {}
+  return { ...fromFile, ...process.env }
+}
