@@ -64,7 +64,8 @@ export async function buildServer (config: Config, options: ServerOptions = {}):
         ? http.createServer(handler)
         : https.createServer({ cert: readFileSync(tls.certFile), key: readFileSync(tls.keyFile) }, handler)
       tuneServer(main)
-      if (httpListenPort !== undefined && httpListenPort !== listenPort) {
+      // Port 0 means "any free port", so two zeros are two listeners.
+      if (httpListenPort !== undefined && (httpListenPort !== listenPort || listenPort === 0)) {
         extraServer = http.createServer(tls === undefined
           ? handler
           : (req, res) => { markRestrictedPlainHttp(req); handler(req, res) })

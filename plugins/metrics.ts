@@ -33,7 +33,8 @@ export default fp(async function metricsPlugin (fastify) {
   fastify.decorate('metricsRegistry', registry)
 
   await fastify.register(fastifyMetrics, {
-    endpoint: '/metrics',
+    // fastify-metrics replaces the handler; the config lets /metrics answer on the plain-HTTP port too.
+    endpoint: { url: '/metrics', method: 'GET', exposeHeadRoute: false, config: { plainHttp: true }, handler: async () => undefined },
     defaultMetrics: { enabled: true, register: registry, prefix: METRIC_PREFIX },
     routeMetrics: {
       enabled: { histogram: true, summary: false },
@@ -47,6 +48,8 @@ export default fp(async function metricsPlugin (fastify) {
           buckets: [0.1, 1, 10, 50, 100, 300, 600],
           registers: [registry]
         },
+        // fastify-metrics creates the summary even when it is disabled: keep it off the global registry.
+        summary: { name: `${METRIC_PREFIX}request_summary_seconds`, registers: [registry] },
         labels: { route: 'route', method: 'method', status: 'status' }
       }
     }

@@ -1,5 +1,5 @@
 import { accessSync, constants, existsSync, readFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
 import { parseOsImageEntries, type OsImageEntry } from './store/os-image-entry.ts'
 
 export type Env = Readonly<Record<string, string | undefined>>
@@ -143,7 +143,7 @@ export function loadConfig (env: Env, cwd = process.cwd()): Config {
     problems.push('ASSISTED_SERVICE_HOST: required unless INFRAENVS_DIR is set')
   }
 
-  const dataDir = join(cwd, value('DATA_DIR') ?? 'data')
+  const dataDir = resolve(cwd, value('DATA_DIR') ?? 'data')
   const baseUrl = value('IMAGE_SERVICE_BASE_URL') ?? `http://localhost:${listenPort}`
   try {
     const url = new URL(baseUrl)
@@ -161,7 +161,7 @@ export function loadConfig (env: Env, cwd = process.cwd()): Config {
       ...optional('caFile', readableFile('ASSISTED_SERVICE_API_TRUSTED_CA_FILE', value('ASSISTED_SERVICE_API_TRUSTED_CA_FILE') ?? value('HTTPS_CA_FILE')))
     },
     dataDir,
-    dataTempDir: join(cwd, value('DATA_TEMP_DIR') ?? join(dataDir, 'tmp')),
+    dataTempDir: resolve(cwd, value('DATA_TEMP_DIR') ?? join(dataDir, 'tmp')),
     listenPort,
     ...optional('httpListenPort', httpListenPort),
     ...(certFile !== undefined && keyFile !== undefined ? { tls: { certFile, keyFile } } : {}),
@@ -176,7 +176,7 @@ export function loadConfig (env: Env, cwd = process.cwd()): Config {
     ...optional('osImageDownloadCaFile', readableFile('OS_IMAGE_DOWNLOAD_TRUSTED_CA_FILE', value('OS_IMAGE_DOWNLOAD_TRUSTED_CA_FILE'))),
     insecureSkipVerify: boolean('INSECURE_SKIP_VERIFY'),
     allowedDomains,
-    ...optional('infraEnvsDir', infraEnvsDir === undefined ? undefined : join(cwd, infraEnvsDir)),
+    ...optional('infraEnvsDir', infraEnvsDir === undefined ? undefined : resolve(cwd, infraEnvsDir)),
     proxy: {
       ...optional('http', value('HTTP_PROXY') ?? value('http_proxy')),
       ...optional('https', value('HTTPS_PROXY') ?? value('https_proxy')),
@@ -220,7 +220,7 @@ export function parseDotEnv (text: string): Record<string, string> {
 
 /** The process environment, with `.env` (when present) filling what is unset. */
 export function processEnv (cwd = process.cwd()): Env {
-  const dotEnvPath = join(cwd, '.env')
+  const dotEnvPath = resolve(cwd, '.env')
   const fromFile = existsSync(dotEnvPath) ? parseDotEnv(readFileSync(dotEnvPath, 'utf8')) : {}
   return { ...fromFile, ...process.env }
 }

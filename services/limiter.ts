@@ -47,7 +47,6 @@ export class ConcurrencyLimiter {
       const timer = setTimeout(() => {
         waiter.fail(unavailable('QUEUE_TIMEOUT', 'too many concurrent requests, try again later', Math.max(1, Math.ceil(this.queueTimeoutMs / 1000))))
       }, this.queueTimeoutMs)
-      timer.unref()
       signal?.addEventListener('abort', onAbort, { once: true })
       this.#queue.push(waiter)
     })

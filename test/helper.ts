@@ -17,8 +17,8 @@ export class LogCapture extends Writable {
 
 /** Minimal environment that passes validation without any OS image or assisted-service. */
 export function baseEnv (t: Test, env: Env = {}): Env {
-  const dir = t.testdir()
-  return { DATA_DIR: `${dir}/data`, LOG_LEVEL: 'info', ...env }
+  // testdirName, not testdir(): a second testdir() call in the same test would wipe the first.
+  return { DATA_DIR: `${t.testdirName}/data`, LOG_LEVEL: 'info', ...env }
 }
 
 /** Builds the app with an injected env (never process.env) and closes it after the test. */
