@@ -1,0 +1,285 @@
+import { createHash } from 'node:crypto'
+import { open, stat, type FileHandle } from 'node:fs/promises'
+import { Readable, type Writable } from 'node:stream'
+import { segmentLength, type Segment } from './segment.ts'
+
+export const CHUNK = 1 << 20
+
+/** Opens each base file once and shares the handle among every image built on it. */
+export class FilePool {
+  readonly #handles = new Map<string, Promise<FileHandle>>()
+
+  get (path: string): Promise<FileHandle> {
+    let handle = this.#handles.get(path)
+    if (handle === undefined) {
+      handle = open(path, 'r')
+      handle.catch(() => this.#handles.delete(path))
+      this.#handles.set(path, handle)
+    }
+    return handle
+  }
+
+  async close (): Promise<void> {
+    const handles = [...this.#handles.values()]
+    this.#handles.clear()
+    await Promise.all(handles.map(async h => { await (await h).close() }))
+  }
+}
+
+export class OverlapError extends Error {
+  readonly code = 'IMG_PATCH_OVERLAP'
+}
+
+interface Placed { start: number, segment: Segment }
+
+/**
+ * An image made of ordered segments: ranges of files on disk, buffers we
+ * computed, and zeros. Nothing is materialized; any byte range streams with
+ * backpressure in constant memory.
+ */
+export class ComposedImage {
+  readonly size: number
+  /** Strong validator: changes whenever any byte of the image would change. */
+  readonly etag: string
+  readonly pool: FilePool
+  readonly #placed: Placed[]
+  readonly #patches: Array<[number, number]>
+
+  private constructor (placed: Placed[], size: number, etag: string, pool: FilePool, patches: Array<[number, number]>) {
+    this.#placed = placed
+    this.size = size
+    this.etag = etag
+    this.pool = pool
+    this.#patches = patches
+  }
+
+  /** Builds an image; file segments are identified by path, size, mtime and inode for the ETag. */
+  static async fromSegments (segments: readonly Segment[], pool = new FilePool()): Promise<ComposedImage> {
+    const hash = createHash('sha256')
+    const versions = new Map<string, string>()
+    const placed: Placed[] = []
+    let size = 0
+    for (const segment of segments) {
+      const length = segmentLength(segment)
+      if (length === 0) continue
+      if (segment.kind === 'file') {
+        let version = versions.get(segment.path)
+        if (version === undefined) {
+          const s = await stat(segment.path, { bigint: true })
+          if (BigInt(segment.offset + segment.length) > s.size) throw new RangeError(`segment past the end of ${segment.path}`)
+          version = `${s.size}:${s.mtimeNs}:${s.ino}:${s.dev}`
+          versions.set(segment.path, version)
+        }
+        hash.update(`f\0${segment.path}\0${version}\0${segment.offset}\0${length}\n`)
+      } else if (segment.kind === 'buffer') {
+        hash.update(`b\0${length}\0`).update(segment.data).update('\n')
+      } else {
+        hash.update(`z\0${length}\n`)
+      }
+      placed.push({ start: size, segment })
+      size += length
+    }
+    return new ComposedImage(placed, size, `"${hash.digest('base64url').slice(0, 32)}"`, pool, [])
+  }
+
+  get segments (): Segment[] { return this.#placed.map(p => p.segment) }
+
+  /** A new image with `bytes` laid over `offset`. The size never changes; patches may not overlap. */
+  patch (offset: number, bytes: Buffer): ComposedImage {
+    const end = offset + bytes.length
+    if (!Number.isInteger(offset) || offset < 0 || end > this.size) throw new RangeError(`patch ${offset}+${bytes.length} is outside the ${this.size}-byte image`)
+    if (bytes.length === 0) return this
+    for (const [s, e] of this.#patches) {
+      if (offset < e && s < end) throw new OverlapError(`patch ${offset}..${end} overlaps an earlier patch ${s}..${e}`)
+    }
+    const placed: Placed[] = []
+    for (const p of this.#placed) {
+      const pEnd = p.start + segmentLength(p.segment)
+      if (pEnd <= offset || p.start >= end) { placed.push(p); continue }
+      if (p.start < offset) placed.push({ start: p.start, segment: slice(p.segment, 0, offset - p.start) })
+      if (p.start <= offset) placed.push({ start: offset, segment: { kind: 'buffer', data: bytes } })
+      if (pEnd > end) placed.push({ start: end, segment: slice(p.segment, end - p.start, pEnd - end) })
+    }
+    const etag = `"${createHash('sha256').update(this.etag).update(`\0${offset}\0`).update(bytes).digest('base64url').slice(0, 32)}"`
+    return new ComposedImage(placed, this.size, etag, this.pool, [...this.#patches, [offset, end]])
+  }
+
+  #indexAt (offset: number): number {
+    let lo = 0
+    let hi = this.#placed.length - 1
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1
+      if (this.#placed[mid]!.start <= offset) lo = mid
+      else hi = mid - 1
+    }
+    return lo
+  }
+
+  /**
+   * Yields the pieces covering [start, end) as descriptors, without reading.
+   * Callers turn them into bytes: buffers as they are, files by positional reads.
+   */
+  * pieces (start: number, end: number): Generator<Segment> {
+    if (start >= end) return
+    for (let i = this.#indexAt(start); i < this.#placed.length; i++) {
+      const p = this.#placed[i]!
+      if (p.start >= end) return
+      const length = segmentLength(p.segment)
+      const from = Math.max(start, p.start) - p.start
+      const to = Math.min(end, p.start + length) - p.start
+      yield slice(p.segment, from, to - from)
+    }
+  }
+
+  /** A Readable of bytes [start, end) (end exclusive) with backpressure. */
+  read (start = 0, end = this.size): Readable {
+    checkRange(start, end, this.size)
+    const pieces = this.pieces(start, end)
+    let current: Segment | undefined
+    let done = 0
+    const pool = this.pool
+    return new Readable({
+      highWaterMark: CHUNK,
+      async read () {
+        try {
+          for (;;) {
+            if (current === undefined || done >= segmentLength(current)) {
+              const next = pieces.next()
+              if (next.done === true) { this.push(null); return }
+              current = next.value
+              done = 0
+            }
+            const chunk = await readPiece(pool, current, done, Math.min(CHUNK, segmentLength(current) - done))
+            done += chunk.length
+            if (this.destroyed) return
+            if (!this.push(chunk)) return
+          }
+        } catch (err) {
+          this.destroy(err as Error)
+        }
+      }
+    })
+  }
+
+  /**
+   * Writes [start, end) to `sink` with backpressure, reading file ranges into
+   * a small pool of reused buffers (fresh allocations per chunk cost more than
+   * the copy). Resolves when the last byte is handed to the sink; rejects if
+   * the sink is destroyed first.
+   */
+  async writeTo (sink: Writable, start = 0, end = this.size): Promise<void> {
+    checkRange(start, end, this.size)
+    const buffers = bufferPool()
+    for (const piece of this.pieces(start, end)) {
+      const length = segmentLength(piece)
+      for (let done = 0; done < length;) {
+        if (sink.destroyed) throw new Error('sink closed')
+        let chunk: Buffer
+        let release: (() => void) | undefined
+        if (piece.kind === 'file') {
+          const buffer = await buffers.take()
+          release = () => buffers.give(buffer)
+          const want = Math.min(buffer.length, length - done)
+          const fh = await this.pool.get(piece.path)
+          const { bytesRead } = await fh.read(buffer, 0, want, piece.offset + done)
+          if (bytesRead === 0) { release(); throw new Error(`${piece.path} ended early`) }
+          chunk = buffer.subarray(0, bytesRead)
+        } else {
+          chunk = await readPiece(this.pool, piece, done, Math.min(BIG_CHUNK, length - done))
+        }
+        done += chunk.length
+        if (sink.destroyed) { release?.(); throw new Error('sink closed') }
+        const more = sink.write(chunk, release === undefined ? undefined : () => release())
+        if (!more) await drained(sink)
+      }
+    }
+    await buffers.idle()
+  }
+
+  /** Materializes a range into memory. For tests and small images only. */
+  async toBuffer (start = 0, end = this.size): Promise<Buffer> {
+    const chunks: Buffer[] = []
+    for await (const chunk of this.read(start, end)) chunks.push(chunk as Buffer)
+    return Buffer.concat(chunks)
+  }
+}
+
+const BIG_CHUNK = 4 << 20
+const POOL_BUFFERS = 4
+
+function bufferPool () {
+  const free: Buffer[] = []
+  let created = 0
+  let waiting: Array<(b: Buffer) => void> = []
+  let idleWaiters: Array<() => void> = []
+  return {
+    async take (): Promise<Buffer> {
+      const b = free.pop()
+      if (b !== undefined) return b
+      if (created < POOL_BUFFERS) { created++; return Buffer.allocUnsafe(BIG_CHUNK) }
+      return await new Promise(resolve => waiting.push(resolve))
+    },
+    give (b: Buffer): void {
+      const next = waiting.shift()
+      if (next !== undefined) { next(b); return }
+      free.push(b)
+      if (free.length === created) { const w = idleWaiters; idleWaiters = []; w.forEach(f => f()) }
+    },
+    async idle (): Promise<void> {
+      if (free.length === created) return
+      await new Promise<void>(resolve => idleWaiters.push(resolve))
+      waiting = []
+    }
+  }
+}
+
+function drained (sink: Writable): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const done = (err?: Error) => {
+      sink.off('drain', onDrain)
+      sink.off('close', onClose)
+      sink.off('error', onClose)
+      if (err !== undefined) reject(err)
+      else resolve()
+    }
+    const onDrain = () => done()
+    const onClose = () => done(new Error('sink closed'))
+    sink.once('drain', onDrain)
+    sink.once('close', onClose)
+    sink.once('error', onClose)
+  })
+}
+
+function checkRange (start: number, end: number, size: number): void {
+  if (!Number.isInteger(start) || !Number.isInteger(end) || start < 0 || end > size || start > end) {
+    throw new RangeError(`range ${start}..${end} is outside the ${size}-byte image`)
+  }
+}
+
+function slice (segment: Segment, from: number, length: number): Segment {
+  switch (segment.kind) {
+    case 'buffer': return { kind: 'buffer', data: segment.data.subarray(from, from + length) }
+    case 'file': return { kind: 'file', path: segment.path, offset: segment.offset + from, length }
+    case 'zero': return { kind: 'zero', length }
+  }
+}
+
+const ZEROS = Buffer.alloc(CHUNK)
+
+async function readPiece (pool: FilePool, piece: Segment, from: number, length: number): Promise<Buffer> {
+  switch (piece.kind) {
+    case 'buffer': return piece.data.subarray(from, from + length)
+    case 'zero': return length <= ZEROS.length ? ZEROS.subarray(0, length) : Buffer.alloc(length)
+    case 'file': {
+      const fh = await pool.get(piece.path)
+      const buf = Buffer.allocUnsafe(length)
+      let done = 0
+      while (done < length) {
+        const { bytesRead } = await fh.read(buf, done, length - done, piece.offset + from + done)
+        if (bytesRead === 0) throw new Error(`${piece.path} ended early`)
+        done += bytesRead
+      }
+      return buf
+    }
+  }
+}

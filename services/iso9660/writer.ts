@@ -1,0 +1,664 @@
+import type { Segment } from '../compose/segment.ts'
+import { IsoFormatError, SECTOR, sectorsFor, writeBoth16, writeBoth32, writePadded } from './bytes.ts'
+import { buildBootCatalog, type BootEntry } from './el-torito.ts'
+import { FLAG } from './reader.ts'
+import { CE_ENTRY_LENGTH, ceEntry, erEntry, nmEntries, pxEntry, spEntry, tfEntry } from './rock-ridge.ts'
+import { compareIdentifiers, encodeUcs2, jolietName, uniquePrimaryName } from './names.ts'
+import { buildBackupGpt, buildSystemArea, SYSTEM_AREA_SIZE, type HybridLayout, type SystemArea } from './system-area.ts'
+
+/** Where a file's bytes come from: a buffer, or a byte range of a file on disk (never copied). */
+export type FileContent =
+  | { kind: 'buffer', data: Buffer }
+  | { kind: 'file', path: string, offset: number, length: number }
+
+export interface IsoNode {
+  name: string
+  /** Present for directories. */
+  children?: IsoNode[]
+  /** Present for files. */
+  content?: FileContent
+  /** Preferred primary identifier (kept from a source ISO so 8.3 lookups keep working). */
+  primaryName?: string
+  mode?: number
+  uid?: number
+  gid?: number
+  /** Raw Rock Ridge TF payload; defaults to the recording date. */
+  timestamps?: Buffer
+  /** 7-byte directory record date; defaults to the volume creation date. */
+  recorded?: Buffer
+  hidden?: boolean
+}
+
+export interface BootImageSpec {
+  /** Real path of the boot image in the tree, e.g. `/isolinux/isolinux.bin`. */
+  path: string
+  platform: number
+  loadSegment?: number
+  /** 512-byte sectors to load; `'image'` = ceil(size / 2048) × 4, capped at 65535 (genisoimage/xorrisofs). */
+  loadSectors: number | 'image'
+  bootInfoTable?: boolean
+  mediaType?: number
+  systemType?: number
+}
+
+export interface VolumeIdentity {
+  systemId: string
+  volumeId: string
+  volumeSetId: string
+  publisherId?: string
+  preparerId?: string
+  applicationId?: string
+  /** 17-byte ISO 9660 date; the writer never reads the clock. */
+  created: Buffer
+  /** Raw descriptors of a source ISO: identifiers and dates are copied verbatim from them. */
+  primaryTemplate?: Buffer
+  jolietTemplate?: Buffer
+}
+
+export interface HybridSource {
+  systemArea: SystemArea
+  /** Byte size of the source image file (isohybrid pads past the volume). */
+  imageSize: number
+  volumeSectors: number
+  /** Path of the source file that starts at this 2048-byte LBA, to re-point partitions and the MBR boot pointer. */
+  pathAtLba: (lba: number) => string | undefined
+}
+
+export interface IsoWriteOptions {
+  volume: VolumeIdentity
+  rockRidge: boolean
+  joliet: boolean
+  boot?: { catalogPath: string, entries: BootImageSpec[] }
+  hybrid?: HybridSource
+  /** Reads a file's content; used only for boot-info-table images. */
+  readContent: (content: FileContent) => Promise<Buffer>
+}
+
+export interface LayoutPlan {
+  segments: Segment[]
+  size: number
+  volumeSectors: number
+  /** Where every file landed, by real path. */
+  files: Map<string, { lba: number, size: number }>
+}
+
+// --- internal model ---
+
+interface Dir {
+  node: IsoNode
+  path: string
+  parent: Dir | undefined
+  dirs: Dir[]
+  files: File[]
+  primaryId: Buffer
+  jolietId: Buffer
+  primaryNumber: number
+  jolietNumber: number
+  primaryLba: number
+  primarySize: number
+  jolietLba: number
+  jolietSize: number
+}
+
+interface File {
+  node: IsoNode
+  path: string
+  primaryId: Buffer
+  jolietId: Buffer
+  size: number
+  lba: number
+  content: FileContent
+}
+
+type Child = { dir: Dir } | { file: File }
+
+interface PendingRecord {
+  /** Fills in the LBA-dependent fields once the layout is known. */
+  build: () => Buffer
+  length: number
+}
+
+interface ContinuationBlob { data: Buffer, lba: number, offset: number, patch: (lba: number, offset: number) => void }
+
+const MAX_EXTENT = 0xfffff800
+const HYBRID_ALIGN = 1 << 20
+const GPT_BACKUP_BYTES = 33 * 512
+
+/** Plans an ISO 9660 image as segments; file data stays where it is. */
+export async function planIso (root: IsoNode, options: IsoWriteOptions): Promise<LayoutPlan> {
+  const recorded = options.volume.created.length === 17 ? recordDate(options.volume.created) : Buffer.alloc(7)
+  const catalogPath = options.boot?.catalogPath
+  const rootDir = buildModel(root, catalogPath)
+  const dirs = breadthFirst(rootDir)
+
+  // Descriptor sectors: PVD, boot record, Joliet SVD, terminator.
+  let lba = 16
+  const pvdLba = lba++
+  const bootRecordLba = options.boot !== undefined ? lba++ : undefined
+  const svdLba = options.joliet ? lba++ : undefined
+  const terminatorLba = lba++
+
+  dirs.forEach((dir, i) => { dir.primaryNumber = i + 1; dir.jolietNumber = i + 1 })
+  const primaryTable = pathTable(dirs, d => d.primaryId, d => d.primaryLba, d => d.primaryNumber)
+  const jolietTable = pathTable(dirs, d => d.jolietId, d => d.jolietLba, d => d.jolietNumber)
+  const tableBytes = primaryTable.size
+  const jolietTableBytes = jolietTable.size
+  const lTable = lba; lba += sectorsFor(tableBytes)
+  const mTable = lba; lba += sectorsFor(tableBytes)
+  let jlTable = 0
+  let jmTable = 0
+  if (options.joliet) {
+    jlTable = lba; lba += sectorsFor(jolietTableBytes)
+    jmTable = lba; lba += sectorsFor(jolietTableBytes)
+  }
+
+  // Directory records: sizes first (they do not depend on LBAs), then LBAs.
+  const continuations: ContinuationBlob[] = []
+  const primaryRecords = new Map<Dir, PendingRecord[]>()
+  for (const dir of dirs) {
+    const records = directoryRecords(dir, false, options.rockRidge, recorded, continuations)
+    primaryRecords.set(dir, records)
+    dir.primarySize = packedSize(records)
+  }
+  const jolietRecords = new Map<Dir, PendingRecord[]>()
+  if (options.joliet) {
+    for (const dir of dirs) {
+      const records = directoryRecords(dir, true, false, recorded, continuations)
+      jolietRecords.set(dir, records)
+      dir.jolietSize = packedSize(records)
+    }
+  }
+  for (const dir of dirs) { dir.primaryLba = lba; lba += sectorsFor(dir.primarySize) }
+  if (options.joliet) for (const dir of dirs) { dir.jolietLba = lba; lba += sectorsFor(dir.jolietSize) }
+
+  // Continuation areas, packed without crossing sector boundaries.
+  const ceStart = lba
+  let ceOffset = 0
+  for (const blob of continuations) {
+    if (ceOffset + blob.data.length > SECTOR) { lba++; ceOffset = 0 }
+    blob.patch(lba, ceOffset)
+    blob.lba = lba
+    blob.offset = ceOffset
+    ceOffset += blob.data.length
+  }
+  if (continuations.length > 0) lba++
+  const ceSectors = lba - ceStart
+
+  // File data in depth-first order of the primary tree.
+  const files = dirs.flatMap(dir => dir.files)
+  const ordered = depthFirstFiles(rootDir)
+  for (const file of ordered) {
+    if (file.size === 0) { file.lba = 0; continue }
+    file.lba = lba
+    lba += sectorsFor(file.size)
+  }
+  const volumeSectors = lba
+  const byPath = new Map(files.map(f => [f.path, f] as const))
+
+  // El Torito: catalog content, load sizes and boot-info-tables.
+  let catalog: Buffer | undefined
+  const patchedContent = new Map<File, Buffer>()
+  if (options.boot !== undefined) {
+    const entries: BootEntry[] = []
+    for (const spec of options.boot.entries) {
+      const file = byPath.get(spec.path)
+      if (file === undefined) throw new IsoFormatError(`El Torito: boot image ${spec.path} is not in the tree`)
+      const loadSectors = spec.loadSectors === 'image' ? Math.min(0xffff, sectorsFor(file.size) * 4) : spec.loadSectors
+      entries.push({
+        platform: spec.platform,
+        bootable: true,
+        mediaType: spec.mediaType ?? 0,
+        loadSegment: spec.loadSegment ?? 0,
+        systemType: spec.systemType ?? 0,
+        loadSectors,
+        lba: file.lba
+      })
+      if (spec.bootInfoTable === true) {
+        if (file.size > 16 << 20) throw new IsoFormatError(`El Torito: boot image ${spec.path} is too large for a boot-info-table`)
+        const data = Buffer.from(await options.readContent(file.content))
+        if (data.length < 64) throw new IsoFormatError(`El Torito: boot image ${spec.path} is too small for a boot-info-table`)
+        writeBootInfoTable(data, pvdLba, file.lba)
+        patchedContent.set(file, data)
+      }
+    }
+    catalog = buildBootCatalog(entries)
+    const catalogFile = byPath.get(catalogPath!)!
+    patchedContent.set(catalogFile, catalog)
+  }
+
+  // Metadata buffers.
+  const metadata = Buffer.alloc((ceStart + ceSectors - 16) * SECTOR)
+  const put = (atLba: number, data: Buffer, offset = 0) => data.copy(metadata, (atLba - 16) * SECTOR + offset)
+  const rootPrimary = rootRecord(rootDir.primaryLba, rootDir.primarySize, recorded)
+  put(pvdLba, volumeDescriptor(1, options.volume, false, {
+    volumeSectors, tableBytes, lTable, mTable, rootRecord: rootPrimary
+  }))
+  if (bootRecordLba !== undefined) put(bootRecordLba, bootRecord(volumeSectorsCatalogLba(byPath, catalogPath!)))
+  if (svdLba !== undefined) {
+    put(svdLba, volumeDescriptor(2, options.volume, true, {
+      volumeSectors, tableBytes: jolietTableBytes, lTable: jlTable, mTable: jmTable, rootRecord: rootRecord(rootDir.jolietLba, rootDir.jolietSize, recorded)
+    }))
+  }
+  put(terminatorLba, terminator())
+  put(lTable, primaryTable.build(false))
+  put(mTable, primaryTable.build(true))
+  if (options.joliet) {
+    put(jlTable, jolietTable.build(false))
+    put(jmTable, jolietTable.build(true))
+  }
+  for (const dir of dirs) {
+    put(dir.primaryLba, packRecords(primaryRecords.get(dir)!))
+    if (options.joliet) put(dir.jolietLba, packRecords(jolietRecords.get(dir)!))
+  }
+  for (const blob of continuations) put(blob.lba, blob.data, blob.offset)
+
+  // Segments in LBA order.
+  const segments: Segment[] = []
+  const push = (segment: Segment) => {
+    const last = segments[segments.length - 1]
+    if (segment.kind === 'zero' && last?.kind === 'zero') { last.length += segment.length; return }
+    if (segment.kind === 'zero' && segment.length === 0) return
+    segments.push(segment)
+  }
+  const hybridLayout = options.hybrid !== undefined ? hybrid(options.hybrid, byPath, volumeSectors) : undefined
+  if (hybridLayout !== undefined) push({ kind: 'buffer', data: buildSystemArea(hybridLayout) })
+  else push({ kind: 'zero', length: SYSTEM_AREA_SIZE })
+  push({ kind: 'buffer', data: metadata })
+  let position = (ceStart + ceSectors) * SECTOR
+  for (const file of ordered) {
+    if (file.size === 0) continue
+    const start = file.lba * SECTOR
+    push({ kind: 'zero', length: start - position })
+    const patched = patchedContent.get(file)
+    if (patched !== undefined) push({ kind: 'buffer', data: patched })
+    else if (file.content.kind === 'buffer') push({ kind: 'buffer', data: file.content.data })
+    else push({ kind: 'file', path: file.content.path, offset: file.content.offset, length: file.content.length })
+    position = start + file.size
+  }
+  push({ kind: 'zero', length: volumeSectors * SECTOR - position })
+  let size = volumeSectors * SECTOR
+  if (hybridLayout !== undefined) {
+    push({ kind: 'zero', length: hybridLayout.imageSize - size - (hybridLayout.gpt !== undefined ? GPT_BACKUP_BYTES : 0) })
+    if (hybridLayout.gpt !== undefined) push({ kind: 'buffer', data: buildBackupGpt(hybridLayout) })
+    size = hybridLayout.imageSize
+  }
+  return {
+    segments,
+    size,
+    volumeSectors,
+    files: new Map(files.map(f => [f.path, { lba: f.lba, size: f.size }]))
+  }
+}
+
+function volumeSectorsCatalogLba (byPath: Map<string, File>, catalogPath: string): number {
+  return byPath.get(catalogPath)!.lba
+}
+
+// --- model ---
+
+function buildModel (root: IsoNode, catalogPath: string | undefined): Dir {
+  const rootDir = newDir(root, '/', undefined, Buffer.from([0]), Buffer.from([0]))
+  const fill = (dir: Dir, depth: number) => {
+    if (depth > 64) throw new IsoFormatError(`directory ${dir.path}: nesting deeper than 64`)
+    const nodes = [...(dir.node.children ?? [])]
+    if (catalogPath !== undefined && parentPath(catalogPath) === dir.path) {
+      const name = catalogPath.slice(catalogPath.lastIndexOf('/') + 1)
+      const index = nodes.findIndex(n => n.name === name)
+      const catalogNode: IsoNode = { ...(index >= 0 ? nodes[index]! : { name }), content: { kind: 'buffer', data: Buffer.alloc(SECTOR) } }
+      delete catalogNode.children
+      if (index >= 0) nodes[index] = catalogNode
+      else nodes.push(catalogNode)
+    }
+    const names = new Set<string>()
+    const taken = new Set<string>()
+    // Source primary names first, so a generated name never steals one.
+    const sorted = [...nodes].sort((a, b) => Number(b.primaryName !== undefined) - Number(a.primaryName !== undefined))
+    for (const node of sorted) {
+      if (node.name === '' || node.name.includes('/') || names.has(node.name)) {
+        throw new IsoFormatError(`directory ${dir.path}: invalid or duplicate name ${JSON.stringify(node.name)}`)
+      }
+      names.add(node.name)
+      const isDirectory = node.children !== undefined
+      const primary = uniquePrimaryName(node.name, isDirectory, taken, node.primaryName)
+      const path = `${dir.path === '/' ? '' : dir.path}/${node.name}`
+      const primaryId = Buffer.from(primary, 'latin1')
+      const jolietId = encodeUcs2(jolietName(node.name, isDirectory))
+      if (isDirectory) {
+        dir.dirs.push(newDir(node, path, dir, primaryId, jolietId))
+      } else {
+        if (node.content === undefined) throw new IsoFormatError(`file ${path}: no content`)
+        const size = node.content.kind === 'buffer' ? node.content.data.length : node.content.length
+        dir.files.push({ node, path, primaryId, jolietId, size, lba: 0, content: node.content })
+      }
+    }
+    dir.dirs.sort((a, b) => compareIdentifiers(a.primaryId, b.primaryId))
+    dir.files.sort((a, b) => compareIdentifiers(a.primaryId, b.primaryId))
+    for (const sub of dir.dirs) fill(sub, depth + 1)
+  }
+  fill(rootDir, 0)
+  return rootDir
+}
+
+function newDir (node: IsoNode, path: string, parent: Dir | undefined, primaryId: Buffer, jolietId: Buffer): Dir {
+  return { node, path, parent, dirs: [], files: [], primaryId, jolietId, primaryNumber: 0, jolietNumber: 0, primaryLba: 0, primarySize: 0, jolietLba: 0, jolietSize: 0 }
+}
+
+function parentPath (path: string): string {
+  const at = path.lastIndexOf('/')
+  return at <= 0 ? '/' : path.slice(0, at)
+}
+
+function breadthFirst (root: Dir): Dir[] {
+  const out: Dir[] = [root]
+  for (let i = 0; i < out.length; i++) out.push(...out[i]!.dirs)
+  return out
+}
+
+function depthFirstFiles (dir: Dir): File[] {
+  return [...dir.files, ...dir.dirs.flatMap(depthFirstFiles)]
+}
+
+/** Children in the order of the directory's records: identifiers ascending. */
+function childrenOf (dir: Dir, joliet: boolean): Child[] {
+  const children: Child[] = [...dir.dirs.map(d => ({ dir: d })), ...dir.files.map(f => ({ file: f }))]
+  const id = (c: Child) => 'dir' in c ? (joliet ? c.dir.jolietId : c.dir.primaryId) : (joliet ? c.file.jolietId : c.file.primaryId)
+  return children.sort((a, b) => compareIdentifiers(id(a), id(b)))
+}
+
+// --- directory records ---
+
+function directoryRecords (dir: Dir, joliet: boolean, rockRidge: boolean, recorded: Buffer, continuations: ContinuationBlob[]): PendingRecord[] {
+  const lbaOf = (d: Dir) => joliet ? d.jolietLba : d.primaryLba
+  const sizeOf = (d: Dir) => joliet ? d.jolietSize : d.primarySize
+  const dirMode = (d: Dir) => d.node.mode ?? 0o40555
+  const records: PendingRecord[] = []
+  const susp = (node: IsoNode, mode: number, nlink: number, extra: Buffer[], name?: string): Buffer[] => {
+    if (!rockRidge) return []
+    const entries = [...extra, pxEntry(mode, nlink, node.uid ?? 0, node.gid ?? 0), tfEntry(node.timestamps ?? defaultTimestamps(node.recorded ?? recorded))]
+    if (name !== undefined) entries.push(...nmEntries(name))
+    return entries
+  }
+  const nlinkOf = (d: Dir) => 2 + d.dirs.length
+  const self = dir
+  const parent = dir.parent ?? dir
+  const isRoot = dir.parent === undefined
+  records.push(makeRecord(Buffer.from([0]), FLAG.directory, () => lbaOf(self), () => sizeOf(self), self.node.recorded ?? recorded,
+    susp(self.node, dirMode(self), nlinkOf(self), isRoot && rockRidge ? [spEntry()] : []), isRoot && rockRidge ? [erEntry()] : [], continuations))
+  records.push(makeRecord(Buffer.from([1]), FLAG.directory, () => lbaOf(parent), () => sizeOf(parent), parent.node.recorded ?? recorded,
+    susp(parent.node, dirMode(parent), nlinkOf(parent), []), [], continuations))
+  for (const child of childrenOf(dir, joliet)) {
+    if ('dir' in child) {
+      const d = child.dir
+      records.push(makeRecord(joliet ? d.jolietId : d.primaryId, FLAG.directory | (d.node.hidden === true ? FLAG.hidden : 0),
+        () => lbaOf(d), () => sizeOf(d), d.node.recorded ?? recorded, susp(d.node, dirMode(d), nlinkOf(d), [], d.node.name), [], continuations))
+      continue
+    }
+    const f = child.file
+    const id = joliet ? f.jolietId : f.primaryId
+    const hidden = f.node.hidden === true ? FLAG.hidden : 0
+    const extentCount = Math.max(1, Math.ceil(f.size / MAX_EXTENT))
+    for (let i = 0; i < extentCount; i++) {
+      const last = i === extentCount - 1
+      const extentSize = last ? f.size - i * MAX_EXTENT : MAX_EXTENT
+      records.push(makeRecord(id, hidden | (last ? 0 : FLAG.multiExtent), () => f.size === 0 ? 0 : f.lba + i * (MAX_EXTENT / SECTOR), () => extentSize,
+        f.node.recorded ?? recorded, i === 0 ? susp(f.node, f.node.mode ?? 0o100444, 1, [], f.node.name) : [], [], continuations))
+    }
+  }
+  return records
+}
+
+/**
+ * One directory record. System use entries that do not fit the 255-byte
+ * record move to a continuation area, linked by a CE entry.
+ */
+function makeRecord (identifier: Buffer, flags: number, lba: () => number, size: () => number, recorded: Buffer,
+  entries: Buffer[], forcedContinuation: Buffer[], continuations: ContinuationBlob[]): PendingRecord {
+  const base = 33 + identifier.length + (identifier.length % 2 === 0 ? 1 : 0)
+  const room = 255 - base
+  const inRecord: Buffer[] = []
+  const spilled: Buffer[] = [...forcedContinuation]
+  const total = entries.reduce((n, e) => n + e.length, 0)
+  if (spilled.length === 0 && total <= room) {
+    inRecord.push(...entries)
+  } else {
+    let used = CE_ENTRY_LENGTH
+    for (const entry of entries) {
+      if (spilled.length === forcedContinuation.length && used + entry.length <= room) { inRecord.push(entry); used += entry.length } else spilled.push(entry)
+    }
+  }
+  let ce: Buffer | undefined
+  if (spilled.length > 0) {
+    const data = Buffer.concat(spilled)
+    if (data.length > SECTOR) throw new IsoFormatError('Rock Ridge: system use data larger than one continuation sector')
+    ce = ceEntry({ lba: 0, offset: 0, length: data.length })
+    const entry = ce
+    continuations.push({ data, lba: 0, offset: 0, patch: (l, o) => { writeBoth32(entry, 4, l); writeBoth32(entry, 12, o) } })
+    inRecord.push(entry)
+  }
+  let length = base + inRecord.reduce((n, e) => n + e.length, 0)
+  if (length % 2 === 1) length++
+  if (length > 255) throw new IsoFormatError(`directory record for ${identifier.toString('latin1')} is longer than 255 bytes`)
+  return {
+    length,
+    build () {
+      const record = Buffer.alloc(length)
+      record[0] = length
+      writeBoth32(record, 2, lba())
+      writeBoth32(record, 10, size())
+      recorded.copy(record, 18, 0, 7)
+      record[25] = flags
+      writeBoth16(record, 28, 1)
+      record[32] = identifier.length
+      identifier.copy(record, 33)
+      let at = base
+      for (const entry of inRecord) { entry.copy(record, at); at += entry.length }
+      return record
+    }
+  }
+}
+
+function packedSize (records: PendingRecord[]): number {
+  let offset = 0
+  for (const r of records) {
+    if ((offset % SECTOR) + r.length > SECTOR) offset = (Math.floor(offset / SECTOR) + 1) * SECTOR
+    offset += r.length
+  }
+  return sectorsFor(offset) * SECTOR
+}
+
+function packRecords (records: PendingRecord[]): Buffer {
+  const out = Buffer.alloc(packedSize(records))
+  let offset = 0
+  for (const r of records) {
+    if ((offset % SECTOR) + r.length > SECTOR) offset = (Math.floor(offset / SECTOR) + 1) * SECTOR
+    r.build().copy(out, offset)
+    offset += r.length
+  }
+  return out
+}
+
+function rootRecord (lba: number, size: number, recorded: Buffer): Buffer {
+  const record = Buffer.alloc(34)
+  record[0] = 34
+  writeBoth32(record, 2, lba)
+  writeBoth32(record, 10, size)
+  recorded.copy(record, 18, 0, 7)
+  record[25] = FLAG.directory
+  writeBoth16(record, 28, 1)
+  record[32] = 1
+  return record
+}
+
+// --- path tables ---
+
+function pathTable (dirs: Dir[], id: (d: Dir) => Buffer, lba: (d: Dir) => number, number: (d: Dir) => number) {
+  const size = dirs.reduce((n, d) => { const l = id(d).length; return n + 8 + l + (l % 2) }, 0)
+  return {
+    size,
+    build (bigEndian: boolean): Buffer {
+      const out = Buffer.alloc(sectorsFor(size) * SECTOR)
+      let at = 0
+      for (const d of dirs) {
+        const identifier = id(d)
+        out[at] = identifier.length
+        if (bigEndian) {
+          out.writeUInt32BE(lba(d), at + 2)
+          out.writeUInt16BE(d.parent === undefined ? 1 : number(d.parent), at + 6)
+        } else {
+          out.writeUInt32LE(lba(d), at + 2)
+          out.writeUInt16LE(d.parent === undefined ? 1 : number(d.parent), at + 6)
+        }
+        identifier.copy(out, at + 8)
+        at += 8 + identifier.length + (identifier.length % 2)
+      }
+      return out
+    }
+  }
+}
+
+// --- descriptors ---
+
+function volumeDescriptor (type: 1 | 2, volume: VolumeIdentity, joliet: boolean, layout: {
+  volumeSectors: number, tableBytes: number, lTable: number, mTable: number, rootRecord: Buffer
+}): Buffer {
+  const d = Buffer.alloc(SECTOR)
+  const template = joliet ? volume.jolietTemplate : volume.primaryTemplate
+  if (template !== undefined) {
+    template.copy(d, 8, 8, 72)
+    template.copy(d, 190, 190, 882)
+  } else {
+    const text = (offset: number, length: number, value: string) => joliet
+      ? writePadded(d, offset, length, encodeUcs2(value.padEnd(length / 2, ' ')).subarray(0, length))
+      : writePadded(d, offset, length, value)
+    text(8, 32, volume.systemId)
+    text(40, 32, volume.volumeId)
+    text(190, 128, volume.volumeSetId)
+    text(318, 128, volume.publisherId ?? '')
+    text(446, 128, volume.preparerId ?? '')
+    text(574, 128, volume.applicationId ?? '')
+    text(702, 37, '')
+    text(739, 37, '')
+    text(776, 37, '')
+    volume.created.copy(d, 813)
+    volume.created.copy(d, 830)
+    Buffer.from('0000000000000000\0', 'latin1').copy(d, 847)
+    Buffer.from('0000000000000000\0', 'latin1').copy(d, 864)
+    d[881] = 1
+  }
+  d[0] = type
+  d.write('CD001', 1, 'latin1')
+  d[6] = 1
+  writeBoth32(d, 80, layout.volumeSectors)
+  d.fill(0, 88, 120)
+  if (joliet) d.write('%/E', 88, 'latin1')
+  writeBoth16(d, 120, 1)
+  writeBoth16(d, 124, 1)
+  writeBoth16(d, 128, SECTOR)
+  writeBoth32(d, 132, layout.tableBytes)
+  d.writeUInt32LE(layout.lTable, 140)
+  d.writeUInt32LE(0, 144)
+  d.writeUInt32BE(layout.mTable, 148)
+  d.writeUInt32BE(0, 152)
+  layout.rootRecord.copy(d, 156)
+  return d
+}
+
+function bootRecord (catalogLba: number): Buffer {
+  const d = Buffer.alloc(SECTOR)
+  d[0] = 0
+  d.write('CD001', 1, 'latin1')
+  d[6] = 1
+  d.write('EL TORITO SPECIFICATION', 7, 'latin1')
+  d.writeUInt32LE(catalogLba, 71)
+  return d
+}
+
+function terminator (): Buffer {
+  const d = Buffer.alloc(SECTOR)
+  d[0] = 255
+  d.write('CD001', 1, 'latin1')
+  d[6] = 1
+  return d
+}
+
+/** El Torito boot-info-table at byte 8: PVD LBA, file LBA, file length, sum of the LE words from byte 64. */
+function writeBootInfoTable (data: Buffer, pvdLba: number, fileLba: number): void {
+  let sum = 0
+  for (let i = 64; i + 4 <= data.length; i += 4) sum = (sum + data.readUInt32LE(i)) >>> 0
+  const tail = data.length % 4
+  if (tail !== 0) {
+    const last = Buffer.alloc(4)
+    data.copy(last, 0, data.length - tail)
+    sum = (sum + last.readUInt32LE(0)) >>> 0
+  }
+  data.writeUInt32LE(pvdLba, 8)
+  data.writeUInt32LE(fileLba, 12)
+  data.writeUInt32LE(data.length, 16)
+  data.writeUInt32LE(sum, 20)
+  data.fill(0, 24, 64)
+}
+
+/** ISO 9660 17-byte date -> 7-byte directory record date. */
+export function recordDate (date: Buffer): Buffer {
+  const text = date.toString('latin1', 0, 16)
+  const n = (from: number, len: number) => Number(text.slice(from, from + len)) || 0
+  const year = n(0, 4)
+  if (year === 0) return Buffer.alloc(7)
+  return Buffer.from([year - 1900, n(4, 2), n(6, 2), n(8, 2), n(10, 2), n(12, 2), date[16]!])
+}
+
+/** TF with modify, access and attribute-change times all set to the record date. */
+function defaultTimestamps (recorded: Buffer): Buffer {
+  return Buffer.concat([Buffer.from([0x0e]), recorded, recorded, recorded])
+}
+
+// --- isohybrid ---
+
+function hybrid (source: HybridSource, byPath: Map<string, File>, volumeSectors: number): HybridLayout | undefined {
+  const { mbr, gpt } = source.systemArea
+  if (mbr === undefined) return undefined
+  const isoBytes = volumeSectors * SECTOR
+  let imageSize = Math.ceil(isoBytes / HYBRID_ALIGN) * HYBRID_ALIGN
+  if (gpt !== undefined && imageSize - isoBytes < GPT_BACKUP_BYTES) imageSize += HYBRID_ALIGN
+  const sourceVolume512 = source.volumeSectors * 4
+  const sourceImage512 = source.imageSize / 512
+  const remap = (start512: number, length512: number): { start: number, length: number } => {
+    if (start512 === 0) {
+      if (length512 === sourceImage512) return { start: 0, length: imageSize / 512 }
+      if (length512 === sourceVolume512) return { start: 0, length: volumeSectors * 4 }
+      return { start: 0, length: length512 }
+    }
+    const path = start512 % 4 === 0 ? source.pathAtLba(start512 / 4) : undefined
+    const file = path !== undefined ? byPath.get(path) : undefined
+    if (file === undefined) throw new IsoFormatError(`isohybrid: partition at sector ${start512} does not start at a file`)
+    return { start: file.lba * 4, length: length512 }
+  }
+  const bootCode = Buffer.from(mbr.bootCode)
+  // isohdpfx keeps the 512-byte LBA of isolinux.bin at 432; follow the file to its new place.
+  const bootPointer = bootCode.readUInt32LE(432)
+  if (bootPointer !== 0 && bootPointer % 4 === 0) {
+    const path = source.pathAtLba(bootPointer / 4)
+    const file = path !== undefined ? byPath.get(path) : undefined
+    if (file !== undefined) bootCode.writeUInt32LE(file.lba * 4, 432)
+  }
+  const layout: HybridLayout = {
+    imageSize,
+    mbrBootCode: bootCode,
+    diskSignature: mbr.diskSignature,
+    mbrPartitions: mbr.partitions.map(p => {
+      const { start, length } = remap(p.startLba, p.sectors)
+      return { status: p.status, type: p.type, startLba: start, sectors: length }
+    })
+  }
+  if (gpt !== undefined) {
+    layout.gpt = {
+      diskGuid: gpt.diskGuid,
+      entryCount: gpt.entryCount,
+      partitions: gpt.partitions.map(p => {
+        const { start, length } = remap(p.firstLba, p.lastLba - p.firstLba + 1)
+        return { ...p, firstLba: start, lastLba: start + length - 1 }
+      })
+    }
+  }
+  return layout
+}
