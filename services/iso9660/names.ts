@@ -35,10 +35,12 @@ export function uniquePrimaryName (name: string, isDirectory: boolean, taken: Se
   return candidate
 }
 
-/** Joliet identifiers are at most 64 UCS-2 characters (103 with -joliet-long); we keep 103. */
-export function jolietName (name: string, isDirectory: boolean): string {
-  const limit = 103 - (isDirectory ? 0 : 2)
-  return (isDirectory ? name.slice(0, limit) : `${name.slice(0, limit)};1`)
+/**
+ * Joliet identifiers are at most 64 UCS-2 characters (103 with -joliet-long,
+ * as the CoreOS builders pass); like genisoimage we store no `;1` version.
+ */
+export function jolietName (name: string): string {
+  return name.slice(0, 103)
 }
 
 export function encodeUcs2 (text: string): Buffer {

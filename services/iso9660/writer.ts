@@ -322,7 +322,7 @@ function buildModel (root: IsoNode, catalogPath: string | undefined): Dir {
       const primary = uniquePrimaryName(node.name, isDirectory, taken, node.primaryName)
       const path = `${dir.path === '/' ? '' : dir.path}/${node.name}`
       const primaryId = Buffer.from(primary, 'latin1')
-      const jolietId = encodeUcs2(jolietName(node.name, isDirectory))
+      const jolietId = encodeUcs2(jolietName(node.name))
       if (isDirectory) {
         dir.dirs.push(newDir(node, path, dir, primaryId, jolietId))
       } else {
