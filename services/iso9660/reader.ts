@@ -48,6 +48,8 @@ const MAX_DEPTH = 64
 const MAX_ENTRIES = 200_000
 const MAX_CONTINUATIONS = 16
 const MAX_CONTINUATION_BYTES = 64 << 10
+/** Directory and continuation bytes one open may read: a crafted tree cannot make us read more. */
+const MAX_METADATA_BYTES = 32 << 20
 
 /**
  * A read-only view of an ISO 9660 image: volume descriptors, El Torito,
@@ -65,6 +67,8 @@ export class IsoImage {
   readonly hasRockRidge: boolean
   readonly #fh: FileHandle
   #entryCount = 0
+  /** Bytes of directory records and continuation areas read while opening. */
+  metadataBytesRead = 0
 
   private constructor (fh: FileHandle, identity: FileIdentity, parts: {
     systemArea: SystemArea, primary: VolumeDescriptor, joliet?: VolumeDescriptor & { level: number }, bootCatalog?: BootCatalog
@@ -169,7 +173,7 @@ export class IsoImage {
     if (visited.has(dir.lba)) throw new IsoFormatError(`directory ${dir.path}: loops back to an ancestor`)
     visited.add(dir.lba)
     if (dir.size > MAX_DIRECTORY_BYTES) throw new IsoFormatError(`directory ${dir.path}: ${dir.size} bytes is too large`)
-    const data = await readExactly(this.#fh, this.identity.size, dir.byteOffset, dir.size, `directory ${dir.path}`)
+    const data = await this.#readMetadata(dir.byteOffset, dir.size, `directory ${dir.path}`)
     const children: IsoEntry[] = []
     let rockRidge = false
     let pending: IsoEntry | undefined
@@ -219,10 +223,16 @@ export class IsoImage {
       if (hops >= MAX_CONTINUATIONS) throw new IsoFormatError(`system use area: more than ${MAX_CONTINUATIONS} continuation areas`)
       const { lba, offset, length } = susp.continuation
       if (length > MAX_CONTINUATION_BYTES) throw new IsoFormatError(`system use area: continuation of ${length} bytes is too large`)
-      const more = await readExactly(this.#fh, this.identity.size, lba * SECTOR + offset, length, 'continuation area')
+      const more = await this.#readMetadata(lba * SECTOR + offset, length, 'continuation area')
       susp = parseSusp(more, susp)
     }
     return susp
+  }
+
+  async #readMetadata (offset: number, length: number, what: string): Promise<Buffer> {
+    this.metadataBytesRead += length
+    if (this.metadataBytesRead > MAX_METADATA_BYTES) throw new IsoFormatError(`${what}: directory metadata exceeds ${MAX_METADATA_BYTES} bytes`)
+    return await readExactly(this.#fh, this.identity.size, offset, length, what)
   }
 
   /** Finds a file or directory: Rock Ridge names, then Joliet, then primary (8.3, case-insensitive). */
