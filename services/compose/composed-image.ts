@@ -84,11 +84,15 @@ export class ComposedImage {
 
   get segments (): Segment[] { return this.#placed.map(p => p.segment) }
 
-  /** A new image with `bytes` laid over `offset`. The size never changes; patches may not overlap. */
-  patch (offset: number, bytes: Buffer): ComposedImage {
-    const end = offset + bytes.length
+  /**
+   * A new image with `bytes` laid over `offset`, then zeros up to `length`
+   * bytes (an embed area). The size never changes; patches may not overlap.
+   */
+  patch (offset: number, bytes: Buffer, length = bytes.length): ComposedImage {
+    if (length < bytes.length) throw new RangeError(`patch of ${bytes.length} bytes does not fit ${length}`)
+    const end = offset + length
     if (!Number.isInteger(offset) || offset < 0 || end > this.size) throw new RangeError(`patch ${offset}+${bytes.length} is outside the ${this.size}-byte image`)
-    if (bytes.length === 0) return this
+    if (length === 0) return this
     for (const [s, e] of this.#patches) {
       if (offset < e && s < end) throw new OverlapError(`patch ${offset}..${end} overlaps an earlier patch ${s}..${e}`)
     }
@@ -97,11 +101,28 @@ export class ComposedImage {
       const pEnd = p.start + segmentLength(p.segment)
       if (pEnd <= offset || p.start >= end) { placed.push(p); continue }
       if (p.start < offset) placed.push({ start: p.start, segment: slice(p.segment, 0, offset - p.start) })
-      if (p.start <= offset) placed.push({ start: offset, segment: { kind: 'buffer', data: bytes } })
+      if (p.start <= offset) {
+        if (bytes.length > 0) placed.push({ start: offset, segment: { kind: 'buffer', data: bytes } })
+        if (length > bytes.length) placed.push({ start: offset + bytes.length, segment: { kind: 'zero', length: length - bytes.length } })
+      }
       if (pEnd > end) placed.push({ start: end, segment: slice(p.segment, end - p.start, pEnd - end) })
     }
-    const etag = `"${createHash('sha256').update(this.etag).update(`\0${offset}\0`).update(bytes).digest('base64url').slice(0, 32)}"`
+    const etag = `"${createHash('sha256').update(this.etag).update(`\0${offset}\0${length}\0`).update(bytes).digest('base64url').slice(0, 32)}"`
     return new ComposedImage(placed, this.size, etag, this.pool, [...this.#patches, [offset, end]])
+  }
+
+  /** A new image with these bytes appended (the PXE initrd's per-host tail). */
+  append (tail: readonly Buffer[]): ComposedImage {
+    const placed = [...this.#placed]
+    const hash = createHash('sha256').update(this.etag)
+    let size = this.size
+    for (const data of tail) {
+      if (data.length === 0) continue
+      placed.push({ start: size, segment: { kind: 'buffer', data } })
+      hash.update(`\0${data.length}\0`).update(data)
+      size += data.length
+    }
+    return new ComposedImage(placed, size, `"${hash.digest('base64url').slice(0, 32)}"`, this.pool, this.#patches)
   }
 
   #indexAt (offset: number): number {

@@ -1,7 +1,8 @@
+import { open } from 'node:fs/promises'
 import { SECTOR } from './bytes.ts'
 import { PLATFORM } from './el-torito.ts'
 import type { IsoEntry, IsoImage } from './reader.ts'
-import type { BootImageSpec, IsoNode, IsoWriteOptions } from './writer.ts'
+import type { BootImageSpec, FileContent, IsoNode, IsoWriteOptions } from './writer.ts'
 
 /**
  * The source ISO's tree as writer input: every file a byte range of the
@@ -105,7 +106,7 @@ export function pathsByLba (image: IsoImage): Map<number, string> {
 }
 
 /** Writer options that reproduce the source's volume identity, boot setup and isohybrid layout. */
-export async function optionsFromImage (image: IsoImage, readContent: IsoWriteOptions['readContent']): Promise<IsoWriteOptions> {
+export async function optionsFromImage (image: IsoImage, reader: IsoWriteOptions['readContent'] = readContent): Promise<IsoWriteOptions> {
   const byLba = pathsByLba(image)
   const boot = await bootFromImage(image)
   return {
@@ -123,6 +124,21 @@ export async function optionsFromImage (image: IsoImage, readContent: IsoWriteOp
     ...(image.systemArea.mbr !== undefined && image.systemArea.mbr.partitions.length > 0
       ? { hybrid: { systemArea: image.systemArea, imageSize: image.identity.size, volumeSectors: image.primary.volumeSpaceSize, pathAtLba: (lba: number) => byLba.get(lba) } }
       : {}),
-    readContent
+    readContent: reader
+  }
+}
+
+/** Reads any writer content into memory (boot images only: they are small). */
+export async function readContent (content: FileContent): Promise<Buffer> {
+  if (content.kind === 'buffer') return content.data
+  if (content.kind === 'zero') return Buffer.alloc(content.length)
+  const fh = await open(content.path, 'r')
+  try {
+    const buf = Buffer.alloc(content.length)
+    const { bytesRead } = await fh.read(buf, 0, content.length, content.offset)
+    if (bytesRead !== content.length) throw new Error(`${content.path} ended early`)
+    return buf
+  } finally {
+    await fh.close()
   }
 }

@@ -10,6 +10,7 @@ import { buildBackupGpt, buildSystemArea, SYSTEM_AREA_SIZE, type HybridLayout, t
 export type FileContent =
   | { kind: 'buffer', data: Buffer }
   | { kind: 'file', path: string, offset: number, length: number }
+  | { kind: 'zero', length: number }
 
 export interface IsoNode {
   name: string
@@ -271,8 +272,7 @@ export async function planIso (root: IsoNode, options: IsoWriteOptions): Promise
     push({ kind: 'zero', length: start - position })
     const patched = patchedContent.get(file)
     if (patched !== undefined) push({ kind: 'buffer', data: patched })
-    else if (file.content.kind === 'buffer') push({ kind: 'buffer', data: file.content.data })
-    else push({ kind: 'file', path: file.content.path, offset: file.content.offset, length: file.content.length })
+    else push(file.content.kind === 'buffer' ? { kind: 'buffer', data: file.content.data } : { ...file.content })
     position = start + file.size
   }
   push({ kind: 'zero', length: volumeSectors * SECTOR - position })

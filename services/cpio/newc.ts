@@ -1,0 +1,90 @@
+import { DomainError } from '../errors.ts'
+
+export const NEWC_MAGIC = '070701'
+const HEADER = 110
+export const TRAILER = 'TRAILER!!!'
+
+export const MODE = { file: 0o100000, directory: 0o040000, symlink: 0o120000, typeMask: 0o170000 } as const
+
+export interface CpioMember {
+  /** Path without a leading slash, e.g. `usr/bin/nmstatectl`. */
+  name: string
+  mode: number
+  data: Buffer
+  mtime?: number
+  uid?: number
+  gid?: number
+}
+
+export class CpioFormatError extends DomainError {
+  constructor (message: string) {
+    super(400, 'CPIO_FORMAT', message)
+    this.name = 'CpioFormatError'
+  }
+}
+
+function pad4 (n: number): number {
+  return (4 - (n % 4)) % 4
+}
+
+function header (fields: number[], upperHex: boolean): string {
+  const hex = fields.map(n => (n >>> 0).toString(16).padStart(8, '0')).join('')
+  return NEWC_MAGIC + (upperHex ? hex.toUpperCase() : hex)
+}
+
+export interface NewcOptions {
+  /** go-cpio (upstream's writer) prints upper-case hex; coreos-installer lower-case. The kernel reads both. */
+  upperHex?: boolean
+  /** First inode number (go-cpio starts at 1). */
+  firstIno?: number
+}
+
+/** Serializes members as an SVR4 "newc" archive, ending with the trailer. No 512-byte block padding. */
+export function writeNewc (members: readonly CpioMember[], options: NewcOptions = {}): Buffer {
+  const parts: Buffer[] = []
+  let ino = options.firstIno ?? 1
+  const entry = (name: string, mode: number, data: Buffer, nlink: number, inode: number, m?: CpioMember) => {
+    const nameBytes = Buffer.from(`${name}\0`, 'utf8')
+    const head = header([inode, mode, m?.uid ?? 0, m?.gid ?? 0, nlink, m?.mtime ?? 0, data.length, 0, 0, 0, 0, nameBytes.length, 0], options.upperHex === true)
+    parts.push(Buffer.from(head, 'latin1'), nameBytes, Buffer.alloc(pad4(HEADER + nameBytes.length)), data, Buffer.alloc(pad4(data.length)))
+  }
+  for (const m of members) {
+    checkName(m.name)
+    entry(m.name, m.mode, m.data, (m.mode & MODE.typeMask) === MODE.directory ? 2 : 1, ino++, m)
+  }
+  entry(TRAILER, 0, Buffer.alloc(0), 1, 0)
+  return Buffer.concat(parts)
+}
+
+/**
+ * The members plus a directory entry (0755) for every parent not yet listed:
+ * the kernel does not create missing parents when it unpacks an initrd.
+ */
+export function withParentDirectories (members: readonly CpioMember[]): CpioMember[] {
+  const out: CpioMember[] = []
+  const seen = new Set<string>()
+  for (const m of members) {
+    const parts = m.name.split('/')
+    for (let i = 1; i < parts.length; i++) {
+      const dir = parts.slice(0, i).join('/')
+      if (!seen.has(dir)) {
+        seen.add(dir)
+        out.push({ name: dir, mode: MODE.directory | 0o755, data: Buffer.alloc(0) })
+      }
+    }
+    seen.add(m.name)
+    out.push(m)
+  }
+  return out
+}
+
+/** Rejects names that would escape the unpack root. */
+export function checkName (name: string): void {
+  if (name === '' || name.startsWith('/') || name.split('/').includes('..')) {
+    throw new CpioFormatError(`cpio member name ${JSON.stringify(name)} is absolute or escapes the archive root`)
+  }
+}
+
+export function alignTo4 (length: number): number {
+  return length + pad4(length)
+}
