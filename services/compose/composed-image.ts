@@ -161,20 +161,18 @@ export class ComposedImage {
     const pool = this.pool
     return new Readable({
       highWaterMark: CHUNK,
+      // One chunk per call: Node calls read() again after each push, so looping here would race.
       async read () {
         try {
-          for (;;) {
-            if (current === undefined || done >= segmentLength(current)) {
-              const next = pieces.next()
-              if (next.done === true) { this.push(null); return }
-              current = next.value
-              done = 0
-            }
-            const chunk = await readPiece(pool, current, done, Math.min(CHUNK, segmentLength(current) - done))
-            done += chunk.length
-            if (this.destroyed) return
-            if (!this.push(chunk)) return
+          while (current === undefined || done >= segmentLength(current)) {
+            const next = pieces.next()
+            if (next.done === true) { this.push(null); return }
+            current = next.value
+            done = 0
           }
+          const chunk = await readPiece(pool, current, done, Math.min(CHUNK, segmentLength(current) - done))
+          done += chunk.length
+          if (!this.destroyed) this.push(chunk)
         } catch (err) {
           this.destroy(err as Error)
         }
