@@ -9,10 +9,12 @@ import plainHttpPlugin from './plugins/plain-http.ts'
 import underPressurePlugin from './plugins/under-pressure.ts'
 import corsPlugin from './plugins/cors.ts'
 import limiterPlugin from './plugins/limiter.ts'
+import imageStorePlugin, { type ImageStoreOptions } from './plugins/image-store.ts'
 import probeRoutes from './routes/probes/index.ts'
 
 export interface AppOptions {
   config: Config
+  imageStore?: ImageStoreOptions
 }
 
 /** The root plugin: every decorator first, then the routes, then error and 404 handling. */
@@ -24,6 +26,7 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(corsPlugin)
   await fastify.register(underPressurePlugin)
   await fastify.register(limiterPlugin)
+  await fastify.register(imageStorePlugin, opts.imageStore ?? {})
 
   await fastify.register(probeRoutes)
 

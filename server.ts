@@ -4,7 +4,7 @@ import http from 'node:http'
 import https from 'node:https'
 import type { AddressInfo } from 'node:net'
 import { pino, type DestinationStream, type Logger } from 'pino'
-import { appPlugin } from './app.ts'
+import { appPlugin, type AppOptions } from './app.ts'
 import { ConfigError, loadConfig, processEnv, type Config } from './services/config.ts'
 import { redactUrl, REDACTED } from './services/redact.ts'
 import { markRestrictedPlainHttp } from './plugins/plain-http.ts'
@@ -30,6 +30,8 @@ export function createLogger (config: Pick<Config, 'logLevel'>, destination?: De
 
 export interface ServerOptions {
   logger?: Logger
+  /** Extra app options (tests shorten the image store's retry timing). */
+  app?: Omit<AppOptions, 'config'>
   /** Called after the app is registered and before listening (tests add routes here). */
   prepare?: (fastify: FastifyInstance) => void | Promise<void>
 }
@@ -74,7 +76,7 @@ export async function buildServer (config: Config, options: ServerOptions = {}):
       return main
     }
   })
-  await fastify.register(appPlugin, { config })
+  await fastify.register(appPlugin, { ...options.app, config })
   fastify.addHook('onClose', async function closeExtraServer () {
     if (extraServer?.listening !== true) return
     extraServer.closeIdleConnections()

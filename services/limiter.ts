@@ -9,7 +9,7 @@ interface Waiter {
 
 /**
  * Bounds in-flight work to `max` slots. Extra callers wait in FIFO order for
- * at most `queueTimeoutMs`, then fail with 503. A waiter whose signal aborts
+ * at most `queueTimeoutMs` (0: no limit), then fail with 503. A waiter whose signal aborts
  * (client gone) leaves the queue at once.
  */
 export class ConcurrencyLimiter {
@@ -44,9 +44,11 @@ export class ConcurrencyLimiter {
         fail: err => { cleanup(); reject(err) }
       }
       const onAbort = (): void => waiter.fail(signal!.reason as Error)
-      const timer = setTimeout(() => {
-        waiter.fail(unavailable('QUEUE_TIMEOUT', 'too many concurrent requests, try again later', Math.max(1, Math.ceil(this.queueTimeoutMs / 1000))))
-      }, this.queueTimeoutMs)
+      const timer = this.queueTimeoutMs <= 0
+        ? undefined
+        : setTimeout(() => {
+          waiter.fail(unavailable('QUEUE_TIMEOUT', 'too many concurrent requests, try again later', Math.max(1, Math.ceil(this.queueTimeoutMs / 1000))))
+        }, this.queueTimeoutMs)
       signal?.addEventListener('abort', onAbort, { once: true })
       this.#queue.push(waiter)
     })

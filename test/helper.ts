@@ -1,7 +1,7 @@
 import { Writable } from 'node:stream'
 import type { Test } from 'tap'
 import { loadConfig, type Env } from '../services/config.ts'
-import { buildServer, createLogger, startServer } from '../server.ts'
+import { buildServer, createLogger, startServer, type ServerOptions } from '../server.ts'
 
 /** Captures every JSON log line the app writes. */
 export class LogCapture extends Writable {
@@ -22,19 +22,19 @@ export function baseEnv (t: Test, env: Env = {}): Env {
 }
 
 /** Builds the app with an injected env (never process.env) and closes it after the test. */
-export async function build (t: Test, env: Env = {}) {
+export async function build (t: Test, env: Env = {}, options: ServerOptions = {}) {
   const config = loadConfig(baseEnv(t, env))
   const logs = new LogCapture()
-  const { fastify } = await buildServer(config, { logger: createLogger(config, logs) })
+  const { fastify } = await buildServer(config, { logger: createLogger(config, logs), ...options })
   t.after(() => fastify.close())
   return { app: fastify, config, logs }
 }
 
 /** Builds and listens on 127.0.0.1 with ephemeral ports. `prepare` may add routes before listening. */
-export async function listen (t: Test, env: Env = {}, prepare?: (app: Awaited<ReturnType<typeof buildServer>>['fastify']) => void | Promise<void>) {
+export async function listen (t: Test, env: Env = {}, prepare?: ServerOptions['prepare'], options: ServerOptions = {}) {
   const config = loadConfig(baseEnv(t, { LISTEN_PORT: '0', ...env }))
   const logs = new LogCapture()
-  const started = await startServer(config, { logger: createLogger(config, logs), host: '127.0.0.1', ...(prepare !== undefined ? { prepare } : {}) })
+  const started = await startServer(config, { logger: createLogger(config, logs), host: '127.0.0.1', ...options, ...(prepare !== undefined ? { prepare } : {}) })
   t.after(() => started.fastify.close())
   const scheme = config.tls !== undefined ? 'https' : 'http'
   return { ...started, config, logs, url: `${scheme}://127.0.0.1:${started.mainPort}` }

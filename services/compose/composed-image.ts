@@ -215,6 +215,35 @@ export class ComposedImage {
     await buffers.idle()
   }
 
+  /**
+   * Writes the whole image to `path`, leaving holes where it is zero (zero
+   * segments and all-zero chunks), so multi-GB images with sparse payloads
+   * cost little disk. Not atomic: write to a temporary name and rename.
+   */
+  async saveSparse (path: string): Promise<void> {
+    const out = await open(path, 'w')
+    try {
+      let position = 0
+      for (const piece of this.pieces(0, this.size)) {
+        const length = segmentLength(piece)
+        if (piece.kind === 'buffer') {
+          await out.write(piece.data, 0, piece.data.length, position)
+        } else if (piece.kind === 'file') {
+          for (let done = 0; done < length;) {
+            const chunk = await readPiece(this.pool, piece, done, Math.min(CHUNK, length - done))
+            if (!chunk.every(b => b === 0)) await out.write(chunk, 0, chunk.length, position + done)
+            done += chunk.length
+          }
+        }
+        position += length
+      }
+      await out.truncate(this.size)
+      await out.sync()
+    } finally {
+      await out.close()
+    }
+  }
+
   /** Materializes a range into memory. For tests and small images only. */
   async toBuffer (start = 0, end = this.size): Promise<Buffer> {
     const chunks: Buffer[] = []

@@ -1,0 +1,46 @@
+import fp from 'fastify-plugin'
+import { Counter, Gauge } from 'prom-client'
+import { ImageStore, type StoreTiming } from '../services/store/image-store.ts'
+import { METRIC_PREFIX } from './metrics.ts'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    imageStore: ImageStore
+  }
+}
+
+export interface ImageStoreOptions {
+  /** Faster retries for tests. */
+  timing?: Partial<StoreTiming>
+}
+
+export default fp<ImageStoreOptions>(async function imageStorePlugin (fastify, opts) {
+  const registry = fastify.metricsRegistry
+  const downloadedBytes = new Counter({ name: `${METRIC_PREFIX}os_image_download_bytes_total`, help: 'Bytes of OS images downloaded', registers: [registry] })
+  const failures = new Counter({ name: `${METRIC_PREFIX}os_image_download_failures_total`, help: 'Failed attempts to download or prepare an OS image', registers: [registry] })
+  const ready = new Gauge({ name: `${METRIC_PREFIX}os_images_ready`, help: 'OS images ready to serve', registers: [registry] })
+  const log = fastify.log.child({ component: 'image-store' })
+  const store = new ImageStore({
+    config: fastify.config,
+    log: {
+      info: (obj, msg) => log.info(obj, msg),
+      warn: (obj, msg) => log.warn(obj, msg),
+      error: (obj, msg) => log.error(obj, msg)
+    },
+    metrics: {
+      downloadedBytes: n => downloadedBytes.inc(n),
+      downloadFailed: () => failures.inc(),
+      readyChanged: count => ready.set(count)
+    },
+    ...(opts.timing !== undefined ? { timing: opts.timing } : {})
+  })
+  for (const key of store.keys) fastify.readiness.register(key)
+  store.onChange((key, isReady) => fastify.readiness.set(key, isReady))
+  fastify.decorate('imageStore', store)
+  fastify.addHook('onReady', async function startImageStore () {
+    await store.start()
+  })
+  fastify.addHook('onClose', async function closeImageStore () {
+    await store.close()
+  })
+}, { name: 'image-store', fastify: '5.x', dependencies: ['config', 'readiness', 'metrics'] })
