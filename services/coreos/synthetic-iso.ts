@@ -1,4 +1,4 @@
-import { closeSync, ftruncateSync, openSync, writeSync } from 'node:fs'
+import { closeSync, ftruncateSync, openSync, statSync, writeSync } from 'node:fs'
 import { rename } from 'node:fs/promises'
 import { join } from 'node:path'
 import { ComposedImage } from '../compose/composed-image.ts'
@@ -14,6 +14,8 @@ export interface SyntheticIsoOptions {
   volumeId: string
   arch?: string
   rootfsSize?: number
+  /** Use this rootfs.img instead of a sparse placeholder. */
+  rootfsFile?: string
   kernelSize?: number
   /** 17-byte ISO 9660 date stamped on everything (the writer never reads the clock). */
   created?: Buffer
@@ -77,9 +79,10 @@ export async function buildSyntheticIso (options: SyntheticIsoOptions): Promise<
     ],
     size: kargsDefault.length + KARG_MARKER_HASHES
   })
-  const rootfs = join(dir, 'rootfs.img')
+  const rootfs = options.rootfsFile ?? join(dir, 'rootfs.img')
   const kernel = join(dir, 'vmlinuz')
-  writeSparseRootfs(rootfs, options.rootfsSize ?? 100 << 20)
+  const rootfsSize = options.rootfsFile !== undefined ? statSync(options.rootfsFile).size : options.rootfsSize ?? 100 << 20
+  if (options.rootfsFile === undefined) writeSparseRootfs(rootfs, rootfsSize)
   sparseFile(kernel, options.kernelSize ?? 5 << 20, Buffer.from('MZ synthetic kernel placeholder\n'))
   const initrd = Buffer.from('070701000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000b00000000TRAILER!!!\0\0\0\0', 'latin1')
   const text = (data: string): IsoNode['content'] => ({ kind: 'buffer', data: Buffer.from(data) })
@@ -98,7 +101,7 @@ export async function buildSyntheticIso (options: SyntheticIsoOptions): Promise<
       dirNode('pxeboot', [
         file('vmlinuz', { kind: 'file', path: kernel, offset: 0, length: options.kernelSize ?? 5 << 20 }),
         file('initrd.img', { kind: 'buffer', data: initrd }),
-        file('rootfs.img', { kind: 'file', path: rootfs, offset: 0, length: options.rootfsSize ?? 100 << 20 })
+        file('rootfs.img', { kind: 'file', path: rootfs, offset: 0, length: rootfsSize })
       ])
     ]),
     dirNode('isolinux', [file('isolinux.cfg', text(isolinux))])
