@@ -10,7 +10,14 @@ import underPressurePlugin from './plugins/under-pressure.ts'
 import corsPlugin from './plugins/cors.ts'
 import limiterPlugin from './plugins/limiter.ts'
 import imageStorePlugin, { type ImageStoreOptions } from './plugins/image-store.ts'
+import assistedClientPlugin from './plugins/assisted-client.ts'
+import sendImagePlugin from './plugins/send-image.ts'
 import probeRoutes from './routes/probes/index.ts'
+import byIdRoutes from './routes/byid/index.ts'
+import byTokenRoutes from './routes/bytoken/index.ts'
+import byApiKeyRoutes from './routes/byapikey/index.ts'
+import imagesRoutes from './routes/images/index.ts'
+import bootArtifactRoutes from './routes/boot-artifacts/index.ts'
 
 export interface AppOptions {
   config: Config
@@ -27,8 +34,15 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(underPressurePlugin)
   await fastify.register(limiterPlugin)
   await fastify.register(imageStorePlugin, opts.imageStore ?? {})
+  await fastify.register(assistedClientPlugin)
+  await fastify.register(sendImagePlugin)
 
   await fastify.register(probeRoutes)
+  await fastify.register(byIdRoutes)
+  await fastify.register(byTokenRoutes)
+  await fastify.register(byApiKeyRoutes)
+  await fastify.register(imagesRoutes)
+  await fastify.register(bootArtifactRoutes)
 
   fastify.setErrorHandler(function errorHandler (error: FastifyError | DomainError, request, reply) {
     if (error instanceof DomainError) {

@@ -27,10 +27,9 @@ export default fp(async function corsPlugin (fastify) {
       })
     }
   })
-  fastify.addHook('onSend', async function varyOrigin (request, reply) {
+  // Set early (not in onSend): image replies are written by hand and skip onSend hooks.
+  fastify.addHook('onRequest', async function varyOrigin (request, reply) {
     const path = request.url.split('?')[0]!
-    if (!CORS_PREFIXES.some(prefix => path.startsWith(prefix))) return
-    const vary = String(reply.getHeader('vary') ?? '')
-    if (!/(^|,)\s*origin\s*(,|$)/i.test(vary)) reply.header('vary', vary === '' ? 'Origin' : `${vary}, Origin`)
+    if (CORS_PREFIXES.some(prefix => path.startsWith(prefix))) reply.header('vary', 'Origin')
   })
 }, { name: 'cors', fastify: '5.x', dependencies: ['config'] })

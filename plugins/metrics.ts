@@ -16,9 +16,6 @@ declare module 'fastify' {
   }
 }
 
-const start = Symbol('request start')
-interface Timed { [start]?: { at: bigint, bytesWritten: number } }
-
 /** Route pattern, never the raw URL: URLs carry tokens. */
 function routeLabel (request: FastifyRequest): string {
   return request.routeOptions.url ?? 'unmatched'
@@ -70,30 +67,29 @@ export default fp(async function metricsPlugin (fastify) {
     registers: [registry]
   })
 
-  fastify.addHook('onRequest', async function startTimer (request) {
-    (request as Timed)[start] = { at: process.hrtime.bigint(), bytesWritten: request.raw.socket?.bytesWritten ?? 0 }
-    if (request.routeOptions.url !== undefined) inFlight.inc({ route: routeLabel(request), method: request.method })
-  })
-
-  fastify.addHook('onResponse', async function recordRequest (request, reply) {
-    const started = (request as Timed)[start]
-    if (started === undefined) return
-    const bytes = Math.max(0, (request.raw.socket?.bytesWritten ?? started.bytesWritten) - started.bytesWritten)
-    const durationMs = Number(process.hrtime.bigint() - started.at) / 1e6
+  fastify.addHook('onRequest', async function startTimer (request, reply) {
+    const started = { at: process.hrtime.bigint(), bytesWritten: request.raw.socket?.bytesWritten ?? 0 }
     const route = routeLabel(request)
-    if (request.routeOptions.url !== undefined) {
-      inFlight.dec({ route, method: request.method })
-      if (route !== '/metrics') responseSize.observe({ route, method: request.method, status: String(reply.statusCode) }, bytes)
-    }
-    const aborted = !reply.raw.writableFinished
-    request.log[reply.statusCode >= 500 ? 'error' : 'info']({
-      method: request.method,
-      url: redactUrl(request.url),
-      route,
-      status: reply.statusCode,
-      bytes,
-      durationMs: Math.round(durationMs * 10) / 10,
-      ...(aborted ? { aborted: true } : {})
-    }, 'request')
+    const known = request.routeOptions.url !== undefined
+    if (known) inFlight.inc({ route, method: request.method })
+    // 'close' fires after the last byte and when the client leaves early; onResponse only on the former.
+    reply.raw.once('close', function recordRequest () {
+      const bytes = Math.max(0, (request.raw.socket?.bytesWritten ?? started.bytesWritten) - started.bytesWritten)
+      const durationMs = Number(process.hrtime.bigint() - started.at) / 1e6
+      if (known) {
+        inFlight.dec({ route, method: request.method })
+        if (route !== '/metrics') responseSize.observe({ route, method: request.method, status: String(reply.statusCode) }, bytes)
+      }
+      const aborted = !reply.raw.writableFinished
+      request.log[reply.statusCode >= 500 ? 'error' : 'info']({
+        method: request.method,
+        url: redactUrl(request.url),
+        route,
+        status: reply.statusCode,
+        bytes,
+        durationMs: Math.round(durationMs * 10) / 10,
+        ...(aborted ? { aborted: true } : {})
+      }, 'request')
+    })
   })
 }, { name: 'metrics', fastify: '5.x' })

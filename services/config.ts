@@ -12,6 +12,7 @@ export interface Config {
     scheme: 'http' | 'https'
     host?: string
     caFile?: string
+    timeoutSeconds: number
   }
   dataDir: string
   dataTempDir: string
@@ -158,7 +159,8 @@ export function loadConfig (env: Env, cwd = process.cwd()): Config {
     assistedService: {
       scheme: scheme === 'https' ? 'https' : 'http',
       ...(host !== undefined ? { host } : {}),
-      ...optional('caFile', readableFile('ASSISTED_SERVICE_API_TRUSTED_CA_FILE', value('ASSISTED_SERVICE_API_TRUSTED_CA_FILE') ?? value('HTTPS_CA_FILE')))
+      ...optional('caFile', readableFile('ASSISTED_SERVICE_API_TRUSTED_CA_FILE', value('ASSISTED_SERVICE_API_TRUSTED_CA_FILE') ?? value('HTTPS_CA_FILE'))),
+      timeoutSeconds: integer('ASSISTED_SERVICE_TIMEOUT', 60, 1)
     },
     dataDir,
     dataTempDir: resolve(cwd, value('DATA_TEMP_DIR') ?? join(dataDir, 'tmp')),

@@ -67,6 +67,8 @@ export interface PreparedImage {
   templates: Partial<Record<IsoKind, IsoTemplate>>
   artifacts: BootArtifacts
   initrd?: ComposedImage
+  /** Boot artifacts as served by /boot-artifacts. */
+  artifactImages: Partial<Record<'rootfs' | 'kernel' | 'ins-file', ComposedImage>>
   /** gzip cpio with usr/bin/nmstatectl, for openshift_version >= 4.18.0-ec.0. */
   nmstate?: Buffer
   lastModified: Date
@@ -237,6 +239,10 @@ export class ImageStore {
         templates['minimal-iso'] = await buildMinimalTemplate(iso, { arch: group.cpuArchitecture, rootfsUrl, ...(nmstate !== undefined ? { nmstate } : {}) }, pool)
       }
       const initrd = artifacts.initrd !== undefined ? await rangeImage(artifacts.initrd, pool) : undefined
+      const artifactImages: PreparedImage['artifactImages'] = {}
+      if (artifacts.rootfs !== undefined) artifactImages.rootfs = await rangeImage(artifacts.rootfs, pool)
+      if (artifacts.kernel !== undefined) artifactImages.kernel = await rangeImage(artifacts.kernel, pool)
+      if (artifacts.insFile !== undefined) artifactImages['ins-file'] = await rangeImage(artifacts.insFile, pool)
       return {
         entry: group,
         key,
@@ -245,6 +251,7 @@ export class ImageStore {
         templates,
         artifacts,
         ...(initrd !== undefined ? { initrd } : {}),
+        artifactImages,
         ...(nmstate !== undefined ? { nmstate } : {}),
         lastModified: new Date(Math.floor(iso.identity.mtimeMs / 1000) * 1000),
         pool

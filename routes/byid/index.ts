@@ -1,0 +1,6 @@
+import type { FastifyInstance } from 'fastify'
+import { isoRoute, UUID } from '../shared.ts'
+
+export default async function byIdRoutes (fastify: FastifyInstance) {
+  isoRoute(fastify, { url: '/byid/:imageId/:version/:arch/:filename', param: 'imageId', pattern: UUID, imageId: id => id })
+}

@@ -1,0 +1,91 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { customizedIso, ISO_FILENAMES, type Served } from '../services/images/image-requests.ts'
+import { notFound } from '../services/errors.ts'
+import { pickCredential } from '../services/images/credentials.ts'
+import type { Credential } from '../services/upstream/infra-env-source.ts'
+
+/** Aborted when the client goes away before the response is complete: cancels upstream calls. */
+export function clientSignal (reply: FastifyReply): AbortSignal {
+  const controller = new AbortController()
+  reply.raw.once('close', () => { if (!reply.raw.writableFinished) controller.abort(new Error('client disconnected')) })
+  return controller.signal
+}
+
+/** The credential of a request, by the precedence of api.md. */
+export function requestCredential (request: FastifyRequest, path: { apiKey?: string, token?: string } = {}): Credential | undefined {
+  return pickCredential({
+    ...(path.apiKey !== undefined ? { pathApiKey: path.apiKey } : {}),
+    ...(path.token !== undefined ? { pathToken: path.token } : {}),
+    query: request.query as Record<string, unknown>,
+    ...(typeof request.headers.authorization === 'string' ? { authorization: request.headers.authorization } : {})
+  })
+}
+
+export async function sendServed (reply: FastifyReply, served: Served): Promise<void> {
+  await reply.sendImage(served.image, {
+    filename: served.filename,
+    lastModified: served.lastModified,
+    ...(served.cacheControl !== undefined ? { cacheControl: served.cacheControl } : {})
+  })
+}
+
+/** Other methods on an image URL: 405 with Allow (upstream served the ISO to any method). */
+export function allowOnlyGetAndHead (fastify: FastifyInstance, url: string, config: { plainHttp?: boolean } = {}): void {
+  const methods = ['POST', 'PUT', 'DELETE', 'PATCH']
+  // With CORS on, OPTIONS belongs to the preflight handler.
+  if (fastify.config.allowedDomains.length === 0) methods.push('OPTIONS')
+  fastify.route({
+    method: methods,
+    url,
+    config,
+    handler: async function methodNotAllowed (_request, reply) {
+      return await reply.code(405).header('allow', 'GET, HEAD').send({ code: 'METHOD_NOT_ALLOWED', message: 'only GET and HEAD are supported' })
+    }
+  })
+}
+
+export const UUID = '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+export const IMAGE_ID = '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$'
+
+export const isoPathParams = (first: string, pattern?: string) => ({
+  type: 'object',
+  required: [first, 'version', 'arch', 'filename'],
+  properties: {
+    [first]: { type: 'string', minLength: 1, ...(pattern !== undefined ? { pattern } : {}) },
+    version: { type: 'string', minLength: 1 },
+    arch: { type: 'string', minLength: 1 },
+    filename: { type: 'string' }
+  }
+}) as const
+
+interface IsoParams { version: string, arch: string, filename: string, [key: string]: string }
+
+export interface IsoRouteSpec {
+  url: string
+  /** Name of the path parameter that identifies the image (id, token or API key). */
+  param: string
+  pattern?: string
+  /** The image id the parameter names; undefined means 404. */
+  imageId: (value: string) => string | undefined
+  /** The credential the parameter itself carries, if any. */
+  credentialFrom?: (value: string) => { apiKey?: string, token?: string }
+}
+
+/** Registers one of the short ISO routes (byid, bytoken, byapikey): they differ only in how the id is found. */
+export function isoRoute (fastify: FastifyInstance, spec: IsoRouteSpec): void {
+  const deps = { store: fastify.imageStore, source: fastify.infraEnvSource }
+  fastify.get(spec.url, {
+    schema: { params: isoPathParams(spec.param, spec.pattern) },
+    config: { limited: true }
+  }, async function downloadIso (request: FastifyRequest<{ Params: IsoParams }>, reply) {
+    const { version, arch, filename } = request.params
+    const value = request.params[spec.param]!
+    const type = ISO_FILENAMES[filename]
+    if (type === undefined) throw notFound('IMG_FILENAME', `unknown image file ${filename}`)
+    const imageId = spec.imageId(value)
+    if (imageId === undefined) throw notFound('IMG_BAD_TOKEN', 'the token names no image')
+    const credential = requestCredential(request, spec.credentialFrom?.(value) ?? {})
+    await sendServed(reply, await customizedIso(deps, { imageId, version, arch, type, ...(credential !== undefined ? { credential } : {}), signal: clientSignal(reply) }))
+  })
+  allowOnlyGetAndHead(fastify, spec.url)
+}

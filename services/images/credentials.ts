@@ -1,0 +1,50 @@
+import type { Credential } from '../upstream/infra-env-source.ts'
+
+export interface CredentialSources {
+  pathApiKey?: string
+  pathToken?: string
+  query: Record<string, unknown>
+  authorization?: string
+}
+
+/**
+ * Exactly one credential, the first present in this order: the /byapikey/
+ * path segment, the /bytoken/ path segment, the api_key query, the
+ * image_token query, the Authorization header.
+ */
+export function pickCredential (sources: CredentialSources): Credential | undefined {
+  const text = (v: unknown) => typeof v === 'string' && v !== '' ? v : undefined
+  const pathApiKey = text(sources.pathApiKey)
+  if (pathApiKey !== undefined) return { kind: 'api_key', value: pathApiKey }
+  const pathToken = text(sources.pathToken)
+  if (pathToken !== undefined) return { kind: 'image_token', value: pathToken }
+  const apiKey = text(sources.query.api_key)
+  if (apiKey !== undefined) return { kind: 'api_key', value: apiKey }
+  const imageToken = text(sources.query.image_token)
+  if (imageToken !== undefined) return { kind: 'image_token', value: imageToken }
+  const authorization = text(sources.authorization)
+  if (authorization !== undefined) return { kind: 'authorization', value: authorization }
+  return undefined
+}
+
+/**
+ * The image id in a JWT's payload (`sub`, else `infra_env_id`). The payload may
+ * be base64url or standard base64, padded or not. The signature is not
+ * checked here: assisted-service checks it when we forward the token.
+ */
+export function imageIdFromJwt (token: string): string | undefined {
+  const parts = token.split('.')
+  if (parts.length !== 3 || parts[1] === '') return undefined
+  const payload = parts[1]!.replace(/-/g, '+').replace(/_/g, '/').replace(/=+$/, '')
+  if (!/^[A-Za-z0-9+/]+$/.test(payload)) return undefined
+  try {
+    const claims = JSON.parse(Buffer.from(payload, 'base64').toString('utf8')) as Record<string, unknown>
+    for (const claim of ['sub', 'infra_env_id']) {
+      const value = claims[claim]
+      if (typeof value === 'string' && value !== '') return value
+    }
+  } catch {
+    return undefined
+  }
+  return undefined
+}

@@ -1,0 +1,117 @@
+import type { ComposedImage } from '../compose/composed-image.ts'
+import { customize, type IsoKind } from '../coreos/customize.ts'
+import { initrdAddrsize, pxeInitrd } from '../coreos/pxe.ts'
+import { DomainError, badRequest, notFound, unavailable } from '../errors.ts'
+import type { ImageStore, PreparedImage } from '../store/image-store.ts'
+import { compareOpenshiftVersions, type OsImageEntry } from '../store/os-image-entry.ts'
+import { NMSTATE_MIN_OPENSHIFT } from '../store/image-store.ts'
+import type { Credential, InfraEnvSource } from '../upstream/infra-env-source.ts'
+
+export const RETRY_AFTER_SECONDS = 30
+
+export const ISO_FILENAMES: Record<string, IsoKind> = {
+  'full.iso': 'full-iso',
+  'minimal.iso': 'minimal-iso',
+  'disconnected.iso': 'disconnected-iso'
+}
+
+export interface Deps { store: ImageStore, source: InfraEnvSource }
+
+export interface Served { image: ComposedImage, lastModified: Date, filename: string, cacheControl?: string }
+
+function ready (store: ImageStore, entry: OsImageEntry): PreparedImage {
+  const prepared = store.get(store.keyOf(entry))
+  if (prepared === undefined) {
+    throw unavailable('IMG_NOT_READY', `OS image ${entry.version} (${entry.cpuArchitecture}) is not ready yet`, RETRY_AFTER_SECONDS)
+  }
+  return prepared
+}
+
+/** Finds the entry an ISO request names, and refuses impossible types before any upstream call. */
+export function resolveIsoEntry (store: ImageStore, version: string, arch: string, type: IsoKind): OsImageEntry {
+  const wanted = type === 'disconnected-iso' ? 'disconnected-iso' : 'full-iso'
+  const entry = store.find(version, arch, wanted)
+  if (entry === undefined) {
+    if (store.find(version, arch) !== undefined) throw notFound('IMG_TYPE_NOT_AVAILABLE', `no ${type} is configured for version ${version} (${arch})`)
+    throw notFound('IMG_VERSION_NOT_FOUND', `no OS image for version ${version} and architecture ${arch}`)
+  }
+  if (type === 'minimal-iso' && arch === 's390x') throw notFound('IMG_TYPE_NOT_AVAILABLE', 'there is no minimal ISO for s390x')
+  return entry
+}
+
+/** The host's ISO: template + Ignition + ramdisk (minimal) + kernel arguments. */
+export async function customizedIso (deps: Deps, params: { imageId: string, version: string, arch: string, type: IsoKind, credential?: Credential, signal?: AbortSignal }): Promise<Served> {
+  const entry = resolveIsoEntry(deps.store, params.version, params.arch, params.type)
+  const prepared = ready(deps.store, entry)
+  const template = prepared.templates[params.type]
+  if (template === undefined) throw notFound('IMG_TYPE_NOT_AVAILABLE', `no ${params.type} for version ${params.version} (${params.arch})`)
+  const { source } = deps
+  const [ignition, ramdisk, kargs] = await Promise.all([
+    source.ignition(params.imageId, params.type, params.credential, params.signal),
+    params.type === 'minimal-iso' ? source.ramdisk(params.imageId, params.credential, params.signal) : Promise.resolve(undefined),
+    source.kernelArguments(params.imageId, params.credential, params.signal)
+  ])
+  const image = customize(template, { ignition: ignition.data, ...(ramdisk !== undefined ? { ramdisk } : {}), kargs })
+  return {
+    image,
+    lastModified: ignition.lastModified ?? new Date(),
+    filename: params.type === 'disconnected-iso' ? `agent-ove.${params.arch}.iso` : `${params.imageId}-discovery.iso`
+  }
+}
+
+function pxeEntry (store: ImageStore, version: string | undefined, arch: string): OsImageEntry {
+  if (version === undefined || version === '') throw badRequest('IMG_VERSION_REQUIRED', 'the version query parameter is required')
+  const entry = store.find(version, arch, 'full-iso')
+  if (entry === undefined) throw badRequest('IMG_VERSION_NOT_FOUND', `no OS image for version ${version} and architecture ${arch}`)
+  return entry
+}
+
+/** initrd.img + Ignition + ramdisk (+ nmstate for 4.18+ entries), for PXE. */
+export async function pxeInitrdImage (deps: Deps, params: { imageId: string, version?: string, arch: string, credential?: Credential, signal?: AbortSignal }): Promise<Served> {
+  const entry = pxeEntry(deps.store, params.version, params.arch)
+  const prepared = ready(deps.store, entry)
+  if (prepared.initrd === undefined) throw new DomainError(500, 'IMG_NO_INITRD', 'the OS image has no images/pxeboot/initrd.img')
+  const [ignition, ramdisk] = await Promise.all([
+    deps.source.ignition(params.imageId, undefined, params.credential, params.signal),
+    deps.source.ramdisk(params.imageId, params.credential, params.signal)
+  ])
+  const withNmstate = compareOpenshiftVersions(entry.openshiftVersion, NMSTATE_MIN_OPENSHIFT) >= 0 && prepared.nmstate !== undefined
+  const image = pxeInitrd(prepared.initrd, {
+    ignition: ignition.data,
+    ...(ramdisk !== undefined ? { ramdisk } : {}),
+    ...(withNmstate ? { nmstate: prepared.nmstate! } : {})
+  })
+  return { image, lastModified: ignition.lastModified ?? new Date(), filename: `${params.imageId}-initrd.img` }
+}
+
+/** s390x initrd.addrsize: the ISO's load address and the size of the PXE initrd the same parameters give. */
+export async function addrsizeImage (deps: Deps, params: { imageId: string, version?: string, credential?: Credential, signal?: AbortSignal }): Promise<{ data: Buffer, served: Omit<Served, 'image'> }> {
+  const initrd = await pxeInitrdImage(deps, { ...params, arch: 's390x' })
+  const prepared = ready(deps.store, pxeEntry(deps.store, params.version, 's390x'))
+  if (prepared.artifacts.addrsizePrefix === undefined) throw new DomainError(500, 'IMG_NO_ADDRSIZE', 'the s390x ISO has no images/initrd.addrsize')
+  return {
+    data: initrdAddrsize(prepared.artifacts.addrsizePrefix, initrd.image.size),
+    served: { lastModified: initrd.lastModified, filename: `${params.imageId}-initrd.addrsize` }
+  }
+}
+
+export const ARTIFACTS = ['rootfs', 'kernel', 'ins-file'] as const
+
+/** A raw file of the full ISO: rootfs, kernel or (s390x) generic.ins. */
+export async function bootArtifact (store: ImageStore, params: { artifact: string, version?: string, arch: string }): Promise<Served> {
+  const entry = pxeEntry(store, params.version, params.arch)
+  if (!(ARTIFACTS as readonly string[]).includes(params.artifact) || (params.artifact === 'ins-file' && params.arch !== 's390x')) {
+    throw notFound('IMG_ARTIFACT_NOT_FOUND', `no boot artifact named ${params.artifact}`)
+  }
+  const prepared = ready(store, entry)
+  const image = prepared.artifactImages[params.artifact as typeof ARTIFACTS[number]]
+  if (image === undefined) throw notFound('IMG_ARTIFACT_NOT_FOUND', `the OS image has no ${params.artifact}`)
+  const filename = params.artifact === 'rootfs' ? 'rootfs.img' : params.artifact === 'kernel' ? prepared.artifacts.kernelName : 'generic.ins'
+  return {
+    image,
+    lastModified: prepared.lastModified,
+    filename,
+    // A version's artifacts never change: let caches and CDNs keep them.
+    cacheControl: 'public, max-age=86400'
+  }
+}

@@ -1,0 +1,115 @@
+import http from 'node:http'
+import https from 'node:https'
+import { readFileSync } from 'node:fs'
+import { rootCertificates } from 'node:tls'
+import got, { RequestError, TimeoutError } from 'got'
+import type { IsoKind } from '../coreos/customize.ts'
+import { DomainError } from '../errors.ts'
+import { parseKernelArguments, type Credential, type IgnitionAnswer, type InfraEnvSource } from './infra-env-source.ts'
+
+export type Endpoint = 'ignition' | 'ramdisk' | 'infra-env'
+
+export interface AssistedClientOptions {
+  scheme: 'http' | 'https'
+  host: string
+  caFile?: string
+  proxy?: { http?: string, https?: string, noProxy?: string }
+  timeoutMs?: number
+  /** Called after every upstream call with the endpoint and the status (or 'error'). */
+  onCall?: (endpoint: Endpoint, status: string) => void
+}
+
+const API = '/api/assisted-install/v2/infra-envs'
+
+/** The three assisted-service calls, forwarding exactly one credential and nothing else. */
+export class AssistedClient implements InfraEnvSource {
+  readonly #base: string
+  readonly #agents: { http: http.Agent, https: https.Agent }
+  readonly #timeoutMs: number
+  readonly #onCall: AssistedClientOptions['onCall']
+
+  constructor (options: AssistedClientOptions) {
+    this.#base = `${options.scheme}://${options.host}`
+    const proxyEnv = {
+      ...(options.proxy?.http !== undefined ? { HTTP_PROXY: options.proxy.http } : {}),
+      ...(options.proxy?.https !== undefined ? { HTTPS_PROXY: options.proxy.https } : {}),
+      ...(options.proxy?.noProxy !== undefined ? { NO_PROXY: options.proxy.noProxy } : {})
+    }
+    const ca = options.caFile !== undefined ? [...rootCertificates, readFileSync(options.caFile, 'utf8')] : undefined
+    this.#agents = {
+      http: new http.Agent({ keepAlive: true, proxyEnv }),
+      https: new https.Agent({ keepAlive: true, proxyEnv, ...(ca !== undefined ? { ca } : {}) })
+    }
+    this.#timeoutMs = options.timeoutMs ?? 60_000
+    this.#onCall = options.onCall
+  }
+
+  async close (): Promise<void> {
+    this.#agents.http.destroy()
+    this.#agents.https.destroy()
+  }
+
+  async #get (endpoint: Endpoint, path: string, query: Record<string, string>, credential: Credential | undefined, signal?: AbortSignal) {
+    const url = new URL(`${this.#base}${path}`)
+    for (const [k, v] of Object.entries(query)) url.searchParams.set(k, v)
+    const headers: Record<string, string> = {}
+    if (credential?.kind === 'api_key') url.searchParams.set('api_key', credential.value)
+    if (credential?.kind === 'image_token') headers['Image-Token'] = credential.value
+    if (credential?.kind === 'authorization') headers.Authorization = credential.value
+    try {
+      const response = await got(url, {
+        headers,
+        agent: this.#agents,
+        responseType: 'buffer',
+        throwHttpErrors: false,
+        followRedirect: false,
+        // A GET may be retried once when the connection was reset; nothing else is retried.
+        retry: { limit: 1, methods: ['GET'], statusCodes: [], errorCodes: ['ECONNRESET'], calculateDelay: ({ computedValue }) => computedValue === 0 ? 0 : 50 },
+        timeout: { connect: Math.min(10_000, this.#timeoutMs), request: this.#timeoutMs },
+        ...(signal !== undefined ? { signal } : {})
+      })
+      this.#onCall?.(endpoint, String(response.statusCode))
+      return response
+    } catch (err) {
+      this.#onCall?.(endpoint, 'error')
+      if (signal?.aborted === true) throw err
+      if (err instanceof TimeoutError) throw new DomainError(504, 'UPSTREAM_TIMEOUT', 'assisted-service did not answer in time')
+      if (err instanceof RequestError) throw new DomainError(502, 'UPSTREAM_UNREACHABLE', 'cannot reach assisted-service')
+      throw err
+    }
+  }
+
+  async ignition (imageId: string, isoType: IsoKind | undefined, credential: Credential | undefined, signal?: AbortSignal): Promise<IgnitionAnswer> {
+    const query: Record<string, string> = { file_name: 'discovery.ign' }
+    if (isoType !== undefined) query.discovery_iso_type = isoType
+    const response = await this.#get('ignition', `${API}/${encodeURIComponent(imageId)}/downloads/files`, query, credential, signal)
+    if (response.statusCode !== 200) throw upstreamStatus(response.statusCode, 'ignition')
+    const lastModified = response.headers['last-modified'] !== undefined ? new Date(response.headers['last-modified']) : undefined
+    return { data: response.body, ...(lastModified !== undefined && !Number.isNaN(lastModified.getTime()) ? { lastModified } : {}) }
+  }
+
+  async ramdisk (imageId: string, credential: Credential | undefined, signal?: AbortSignal): Promise<Buffer | undefined> {
+    const response = await this.#get('ramdisk', `${API}/${encodeURIComponent(imageId)}/downloads/minimal-initrd`, {}, credential, signal)
+    if (response.statusCode === 204) return undefined
+    if (response.statusCode < 200 || response.statusCode > 299) throw upstreamStatus(response.statusCode, 'minimal-initrd')
+    return response.body
+  }
+
+  async kernelArguments (imageId: string, credential: Credential | undefined, signal?: AbortSignal): Promise<string[]> {
+    const response = await this.#get('infra-env', `${API}/${encodeURIComponent(imageId)}`, {}, credential, signal)
+    if (response.statusCode !== 200) throw upstreamStatus(response.statusCode, 'infra-env')
+    let infraEnv: { kernel_arguments?: unknown }
+    try {
+      infraEnv = JSON.parse(response.body.toString('utf8')) as typeof infraEnv
+    } catch {
+      throw new DomainError(502, 'UPSTREAM_BAD_ANSWER', 'assisted-service sent an infra-env that is not JSON')
+    }
+    return parseKernelArguments(infraEnv.kernel_arguments)
+  }
+}
+
+/** An upstream 4xx/5xx goes to the client as is; anything else unexpected is a 502. */
+function upstreamStatus (status: number, call: string): DomainError {
+  if (status >= 400 && status <= 599) return new DomainError(status, 'UPSTREAM_STATUS', `assisted-service answered ${status} to the ${call} request`)
+  return new DomainError(502, 'UPSTREAM_STATUS', `assisted-service answered ${status} to the ${call} request`)
+}
