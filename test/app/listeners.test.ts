@@ -31,39 +31,39 @@ function makeCert (dir: string): { cert: string, key: string } {
   return { cert: `${dir}/cert.pem`, key: `${dir}/key.pem` }
 }
 
-function addTestRoutes (app: FastifyInstance): void {
-  app.get('/images/:id', async () => 'iso')
-  app.get('/images/:id/pxe-initrd', { config: { plainHttp: true } }, async () => 'initrd')
-}
+// With no OS image configured, the real image routes answer 400 (version missing): proof they were reached.
 
 t.test('HTTPS on LISTEN_PORT when cert and key are set', async t => {
   const dir = t.testdir()
   const { cert, key } = makeCert(dir)
-  const { url } = await listen(t, { HTTPS_CERT_FILE: cert, HTTPS_KEY_FILE: key }, addTestRoutes)
+  const { url } = await listen(t, { HTTPS_CERT_FILE: cert, HTTPS_KEY_FILE: key })
   const ca = (await import('node:fs')).readFileSync(cert, 'utf8')
   t.match(url, /^https:/)
   t.equal((await get(`${url}/live`, ca)).status, 200)
-  t.equal((await get(`${url}/images/abc`, ca)).body, 'iso')
+  t.equal((await get(`${url}/images/abc`, ca)).status, 400)
 })
 
 t.test('TLS + HTTP_LISTEN_PORT: plain port serves only PXE routes and probes', async t => {
   const dir = t.testdir()
   const { cert, key } = makeCert(dir)
-  const { url, extraPort } = await listen(t, { HTTPS_CERT_FILE: cert, HTTPS_KEY_FILE: key, HTTP_LISTEN_PORT: '0' }, addTestRoutes)
+  const { url, extraPort } = await listen(t, { HTTPS_CERT_FILE: cert, HTTPS_KEY_FILE: key, HTTP_LISTEN_PORT: '0' })
   const ca = (await import('node:fs')).readFileSync(cert, 'utf8')
   t.ok(extraPort)
   const plain = `http://127.0.0.1:${extraPort}`
-  t.equal((await get(`${url}/images/abc`, ca)).status, 200, 'TLS port serves everything')
+  t.equal((await get(`${url}/images/abc`, ca)).status, 400, 'TLS port serves everything')
+  t.equal((await get(`${url}/byid/0b9f3a56-2d1e-4c8a-9f1b-3e5d7c9a1b2c/4.18/x86_64/full.iso`, ca)).status, 404, 'an ISO route is reached on the TLS port')
   t.equal((await get(`${plain}/images/abc`)).status, 404, 'ISO routes are absent on the plain port')
-  t.equal((await get(`${plain}/images/abc/pxe-initrd`)).body, 'initrd')
+  t.match((await get(`${plain}/byid/0b9f3a56-2d1e-4c8a-9f1b-3e5d7c9a1b2c/4.18/x86_64/full.iso`)).body, /not served on the plain-HTTP port/)
+  t.equal((await get(`${plain}/images/abc/pxe-initrd`)).status, 400, 'pxe-initrd is served')
+  t.equal((await get(`${plain}/boot-artifacts/kernel`)).status, 400, 'boot artifacts are served')
   for (const path of ['/live', '/health', '/metrics']) t.equal((await get(`${plain}${path}`)).status, 200, path)
 })
 
 t.test('no TLS: plain HTTP on LISTEN_PORT and on a different HTTP_LISTEN_PORT, unrestricted', async t => {
-  const { url, extraPort } = await listen(t, { HTTP_LISTEN_PORT: '0' }, addTestRoutes)
+  const { url, extraPort } = await listen(t, { HTTP_LISTEN_PORT: '0' })
   t.match(url, /^http:/)
-  t.equal((await get(`${url}/images/abc`)).body, 'iso')
-  t.equal((await get(`http://127.0.0.1:${extraPort}/images/abc`)).body, 'iso')
+  t.equal((await get(`${url}/images/abc`)).status, 400)
+  t.equal((await get(`http://127.0.0.1:${extraPort}/images/abc`)).status, 400, 'not restricted without TLS')
 })
 
 /** A limited route whose body flows only while the test lets it. */
