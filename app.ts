@@ -24,26 +24,9 @@ export interface AppOptions {
   imageStore?: ImageStoreOptions
 }
 
-/** The root plugin: every decorator first, then the routes, then error and 404 handling. */
+/** The root plugin: error and 404 handling, every decorator, then the routes. */
 export default async function app (fastify: FastifyInstance, opts: AppOptions) {
-  await fastify.register(configPlugin, { config: opts.config })
-  await fastify.register(readinessPlugin)
-  await fastify.register(metricsPlugin)
-  await fastify.register(plainHttpPlugin)
-  await fastify.register(corsPlugin)
-  await fastify.register(underPressurePlugin)
-  await fastify.register(limiterPlugin)
-  await fastify.register(imageStorePlugin, opts.imageStore ?? {})
-  await fastify.register(assistedClientPlugin)
-  await fastify.register(sendImagePlugin)
-
-  await fastify.register(probeRoutes)
-  await fastify.register(byIdRoutes)
-  await fastify.register(byTokenRoutes)
-  await fastify.register(byApiKeyRoutes)
-  await fastify.register(imagesRoutes)
-  await fastify.register(bootArtifactRoutes)
-
+  // Handlers first: route plugins inherit the handlers in force when they are registered.
   fastify.setErrorHandler(function errorHandler (error: FastifyError | DomainError, request, reply) {
     if (error instanceof DomainError) {
       if (error.statusCode >= 500) request.log.error({ code: error.code, reason: error.message }, 'request failed')
@@ -63,6 +46,25 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   fastify.setNotFoundHandler(function notFound (request, reply) {
     return reply.code(404).send({ code: 'NOT_FOUND', message: 'no such resource' })
   })
+
+  await fastify.register(configPlugin, { config: opts.config })
+  await fastify.register(readinessPlugin)
+  await fastify.register(metricsPlugin)
+  await fastify.register(plainHttpPlugin)
+  await fastify.register(corsPlugin)
+  await fastify.register(underPressurePlugin)
+  await fastify.register(limiterPlugin)
+  await fastify.register(imageStorePlugin, opts.imageStore ?? {})
+  await fastify.register(assistedClientPlugin)
+  await fastify.register(sendImagePlugin)
+
+  await fastify.register(probeRoutes)
+  await fastify.register(byIdRoutes)
+  await fastify.register(byTokenRoutes)
+  await fastify.register(byApiKeyRoutes)
+  await fastify.register(imagesRoutes)
+  await fastify.register(bootArtifactRoutes)
+
 }
 
 /** The app as an encapsulation-free plugin, for server.ts and the tests. */

@@ -80,7 +80,7 @@ export default fp(async function metricsPlugin (fastify) {
         inFlight.dec({ route, method: request.method })
         if (route !== '/metrics') responseSize.observe({ route, method: request.method, status: String(reply.statusCode) }, bytes)
       }
-      const aborted = !reply.raw.writableFinished
+      const aborted = !reply.raw.writableEnded
       request.log[reply.statusCode >= 500 ? 'error' : 'info']({
         method: request.method,
         url: redactUrl(request.url),
