@@ -2,7 +2,7 @@ import { closeSync, ftruncateSync, openSync, statSync, writeSync } from 'node:fs
 import { rename } from 'node:fs/promises'
 import { join } from 'node:path'
 import { ComposedImage } from '../compose/composed-image.ts'
-import { MODE } from '../cpio/newc.ts'
+import { MODE, writeNewc } from '../cpio/newc.ts'
 import { planIso, type IsoNode } from '../iso9660/writer.ts'
 import { PLATFORM } from '../iso9660/el-torito.ts'
 
@@ -84,7 +84,7 @@ export async function buildSyntheticIso (options: SyntheticIsoOptions): Promise<
   const rootfsSize = options.rootfsFile !== undefined ? statSync(options.rootfsFile).size : options.rootfsSize ?? 100 << 20
   if (options.rootfsFile === undefined) writeSparseRootfs(rootfs, rootfsSize)
   sparseFile(kernel, options.kernelSize ?? 5 << 20, Buffer.from('MZ synthetic kernel placeholder\n'))
-  const initrd = Buffer.from('070701000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000b00000000TRAILER!!!\0\0\0\0', 'latin1')
+  const initrd = writeNewc([{ name: 'etc/coreos-live-initramfs', mode: MODE.file | 0o644, data: Buffer.from(`${volumeId}\n`) }])
   const text = (data: string): IsoNode['content'] => ({ kind: 'buffer', data: Buffer.from(data) })
   const file = (name: string, content: IsoNode['content']): IsoNode => ({ name, content, mode: 0o100444 })
   const dirNode = (name: string, children: IsoNode[]): IsoNode => ({ name, children, mode: 0o40555 })
