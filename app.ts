@@ -12,12 +12,14 @@ import limiterPlugin from './plugins/limiter.ts'
 import imageStorePlugin, { type ImageStoreOptions } from './plugins/image-store.ts'
 import assistedClientPlugin from './plugins/assisted-client.ts'
 import sendImagePlugin from './plugins/send-image.ts'
+import shortLinksPlugin from './plugins/short-links.ts'
 import probeRoutes from './routes/probes/index.ts'
 import byIdRoutes from './routes/byid/index.ts'
 import byTokenRoutes from './routes/bytoken/index.ts'
 import byApiKeyRoutes from './routes/byapikey/index.ts'
 import imagesRoutes from './routes/images/index.ts'
 import bootArtifactRoutes from './routes/boot-artifacts/index.ts'
+import shortLinkRoutes from './routes/short-links/index.ts'
 
 export interface AppOptions {
   config: Config
@@ -57,6 +59,7 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(imageStorePlugin, opts.imageStore ?? {})
   await fastify.register(assistedClientPlugin)
   await fastify.register(sendImagePlugin)
+  await fastify.register(shortLinksPlugin)
 
   await fastify.register(probeRoutes)
   await fastify.register(byIdRoutes)
@@ -64,6 +67,7 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(byApiKeyRoutes)
   await fastify.register(imagesRoutes)
   await fastify.register(bootArtifactRoutes)
+  await fastify.register(shortLinkRoutes)
 
 }
 

@@ -7,6 +7,7 @@ import { pino, type DestinationStream, type Logger } from 'pino'
 import { appPlugin, type AppOptions } from './app.ts'
 import { ConfigError, loadConfig, processEnv, type Config } from './services/config.ts'
 import { redactUrl, REDACTED } from './services/redact.ts'
+import { demoInstructions, prepareDemo } from './services/demo.ts'
 import { markRestrictedPlainHttp } from './plugins/plain-http.ts'
 
 /** Slowloris guard: a client must send its headers promptly; the body of a download is never cut. */
@@ -141,9 +142,11 @@ async function main (): Promise<void> {
     }
     throw err
   }
+  if (config.demo) config = await prepareDemo(config)
   const { fastify, mainPort, extraPort } = await startServer(config)
   fastify.log.info({ port: mainPort, httpPort: extraPort, tls: config.tls !== undefined }, 'listening')
   handleShutdown(fastify, config.shutdownGraceSeconds)
+  if (config.demo) process.stdout.write(demoInstructions(`${config.tls !== undefined ? 'https' : 'http'}://localhost:${mainPort}`))
 }
 
 if (import.meta.main) {

@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { customizedIso, ISO_FILENAMES, type Served } from '../services/images/image-requests.ts'
 import { notFound } from '../services/errors.ts'
+import { jwtExpiry, type LinkTarget } from '../services/short-links.ts'
 import { pickCredential } from '../services/images/credentials.ts'
 import type { Credential } from '../services/upstream/infra-env-source.ts'
 
@@ -61,6 +62,7 @@ export const isoPathParams = (first: string, pattern?: string) => ({
 interface IsoParams { version: string, arch: string, filename: string, [key: string]: string }
 
 export interface IsoRouteSpec {
+  route: LinkTarget['route']
   url: string
   /** Name of the path parameter that identifies the image (id, token or API key). */
   param: string
@@ -71,9 +73,19 @@ export interface IsoRouteSpec {
   credentialFrom?: (value: string) => { apiKey?: string, token?: string }
 }
 
+/** Serves a customized ISO and advertises its short link (`Link: <...>; rel="alternate"`). */
+export async function serveIso (fastify: FastifyInstance, reply: FastifyReply, target: LinkTarget, expiresAt?: number): Promise<void> {
+  const deps = { store: fastify.imageStore, source: fastify.infraEnvSource }
+  const served = await customizedIso(deps, { ...target, signal: clientSignal(reply) })
+  const expires = expiresAt ?? Date.now() + fastify.config.shortLinkTtlSeconds * 1000
+  const code = await fastify.shortLinks.mint(target, expires)
+  const filename = Object.entries(ISO_FILENAMES).find(([, type]) => type === target.type)![0]
+  reply.header('link', `<${fastify.config.imageServiceBaseUrl}/s/${code}/${filename}>; rel="alternate"`)
+  await sendServed(reply, served)
+}
+
 /** Registers one of the short ISO routes (byid, bytoken, byapikey): they differ only in how the id is found. */
 export function isoRoute (fastify: FastifyInstance, spec: IsoRouteSpec): void {
-  const deps = { store: fastify.imageStore, source: fastify.infraEnvSource }
   fastify.get(spec.url, {
     schema: { params: isoPathParams(spec.param, spec.pattern) },
     config: { limited: true }
@@ -85,7 +97,8 @@ export function isoRoute (fastify: FastifyInstance, spec: IsoRouteSpec): void {
     const imageId = spec.imageId(value)
     if (imageId === undefined) throw notFound('IMG_BAD_TOKEN', 'the token names no image')
     const credential = requestCredential(request, spec.credentialFrom?.(value) ?? {})
-    await sendServed(reply, await customizedIso(deps, { imageId, version, arch, type, ...(credential !== undefined ? { credential } : {}), signal: clientSignal(reply) }))
+    const target: LinkTarget = { route: spec.route, imageId, version, arch, type, ...(credential !== undefined ? { credential } : {}) }
+    await serveIso(fastify, reply, target, spec.credentialFrom !== undefined ? jwtExpiry(value) : undefined)
   })
   allowOnlyGetAndHead(fastify, spec.url)
 }

@@ -3,5 +3,5 @@ import { imageIdFromJwt } from '../../services/images/credentials.ts'
 import { isoRoute } from '../shared.ts'
 
 export default async function byApiKeyRoutes (fastify: FastifyInstance) {
-  isoRoute(fastify, { url: '/byapikey/:apiKey/:version/:arch/:filename', param: 'apiKey', imageId: imageIdFromJwt, credentialFrom: apiKey => ({ apiKey }) })
+  isoRoute(fastify, { route: 'byapikey', url: '/byapikey/:apiKey/:version/:arch/:filename', param: 'apiKey', imageId: imageIdFromJwt, credentialFrom: apiKey => ({ apiKey }) })
 }

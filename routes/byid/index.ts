@@ -2,5 +2,5 @@ import type { FastifyInstance } from 'fastify'
 import { isoRoute, UUID } from '../shared.ts'
 
 export default async function byIdRoutes (fastify: FastifyInstance) {
-  isoRoute(fastify, { url: '/byid/:imageId/:version/:arch/:filename', param: 'imageId', pattern: UUID, imageId: id => id })
+  isoRoute(fastify, { route: 'byid', url: '/byid/:imageId/:version/:arch/:filename', param: 'imageId', pattern: UUID, imageId: id => id })
 }

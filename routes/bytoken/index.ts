@@ -3,5 +3,5 @@ import { imageIdFromJwt } from '../../services/images/credentials.ts'
 import { isoRoute } from '../shared.ts'
 
 export default async function byTokenRoutes (fastify: FastifyInstance) {
-  isoRoute(fastify, { url: '/bytoken/:token/:version/:arch/:filename', param: 'token', imageId: imageIdFromJwt, credentialFrom: token => ({ token }) })
+  isoRoute(fastify, { route: 'bytoken', url: '/bytoken/:token/:version/:arch/:filename', param: 'token', imageId: imageIdFromJwt, credentialFrom: token => ({ token }) })
 }

@@ -1,9 +1,9 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
-import { addrsizeImage, customizedIso, pxeInitrdImage } from '../../services/images/image-requests.ts'
+import { addrsizeImage, pxeInitrdImage } from '../../services/images/image-requests.ts'
 import { badRequest } from '../../services/errors.ts'
 import type { IsoKind } from '../../services/coreos/customize.ts'
 import { ComposedImage } from '../../services/compose/composed-image.ts'
-import { allowOnlyGetAndHead, clientSignal, IMAGE_ID, requestCredential, sendServed } from '../shared.ts'
+import { allowOnlyGetAndHead, clientSignal, IMAGE_ID, requestCredential, sendServed, serveIso } from '../shared.ts'
 
 interface Query { version?: string, type?: string, arch?: string }
 type Req = FastifyRequest<{ Params: { imageId: string }, Querystring: Query }>
@@ -22,9 +22,7 @@ export default async function imagesRoutes (fastify: FastifyInstance) {
     if (type === undefined || type === '') throw badRequest('IMG_TYPE_REQUIRED', 'the type query parameter is required')
     if (!TYPES.includes(type)) throw badRequest('IMG_TYPE_INVALID', `type must be one of ${TYPES.join(', ')}`)
     const credential = requestCredential(request)
-    await sendServed(reply, await customizedIso(deps, {
-      imageId: request.params.imageId, version, arch, type: type as IsoKind, ...(credential !== undefined ? { credential } : {}), signal: clientSignal(reply)
-    }))
+    await serveIso(fastify, reply, { route: 'images', imageId: request.params.imageId, version, arch, type: type as IsoKind, ...(credential !== undefined ? { credential } : {}) })
   })
   allowOnlyGetAndHead(fastify, '/images/:imageId')
 

@@ -1,0 +1,21 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import { notFound } from '../../services/errors.ts'
+import { ISO_FILENAMES } from '../../services/images/image-requests.ts'
+import { allowOnlyGetAndHead, serveIso } from '../shared.ts'
+
+const URL = '/s/:code/:filename'
+
+/** Short links: the same bytes, headers and upstream calls as the long URL they stand for. */
+export default async function shortLinkRoutes (fastify: FastifyInstance) {
+  fastify.get(URL, {
+    schema: { params: { type: 'object', properties: { code: { type: 'string', pattern: '^[A-Za-z0-9_-]{22}$' }, filename: { type: 'string' } } } },
+    config: { limited: true }
+  }, async function downloadByShortLink (request: FastifyRequest<{ Params: { code: string, filename: string } }>, reply) {
+    const target = fastify.shortLinks.resolve(request.params.code)
+    if (target === undefined || ISO_FILENAMES[request.params.filename] !== target.type) {
+      throw notFound('SHORT_LINK_NOT_FOUND', 'unknown or expired link')
+    }
+    await serveIso(fastify, reply, target)
+  })
+  allowOnlyGetAndHead(fastify, URL)
+}
