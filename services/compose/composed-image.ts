@@ -182,37 +182,62 @@ export class ComposedImage {
 
   /**
    * Writes [start, end) to `sink` with backpressure, reading file ranges into
-   * a small pool of reused buffers (fresh allocations per chunk cost more than
-   * the copy). Resolves when the last byte is handed to the sink; rejects if
-   * the sink is destroyed first.
+   * reused buffers (a fresh multi-MiB allocation per chunk costs more than the
+   * copy). Chunks grow while the sink keeps up and shrink when it stalls, so a
+   * fast client gets large reads and a slow one holds little memory. Resolves
+   * when the last byte is handed to the sink; rejects if the sink is destroyed.
    */
   async writeTo (sink: Writable, start = 0, end = this.size): Promise<void> {
     checkRange(start, end, this.size)
-    const buffers = bufferPool()
+    let chunkSize = MIN_CHUNK
+    let inFlight = 0
+    let settled: (() => void) | undefined
     for (const piece of this.pieces(start, end)) {
       const length = segmentLength(piece)
       for (let done = 0; done < length;) {
         if (sink.destroyed) throw new Error('sink closed')
+        const want = Math.min(chunkSize, length - done)
         let chunk: Buffer
-        let release: (() => void) | undefined
+        let release: ((err?: Error | null) => void) | undefined
         if (piece.kind === 'file') {
-          const buffer = await buffers.take()
-          release = () => buffers.give(buffer)
-          const want = Math.min(buffer.length, length - done)
+          // At most two pooled buffers per stream: one being read, one being sent.
+          while (inFlight >= 2) await new Promise<void>(resolve => { settled = resolve })
+          const buffer = sharedBuffers.take(want)
+          const size = Math.min(want, buffer.length)
+          inFlight++
+          release = () => {
+            sharedBuffers.give(buffer)
+            inFlight--
+            const wake = settled
+            settled = undefined
+            wake?.()
+          }
           const fh = await this.pool.get(piece.path)
-          const { bytesRead } = await fh.read(buffer, 0, want, piece.offset + done)
+          let bytesRead: number
+          try {
+            ({ bytesRead } = await fh.read(buffer, 0, size, piece.offset + done))
+          } catch (err) {
+            release()
+            throw err
+          }
           if (bytesRead === 0) { release(); throw new Error(`${piece.path} ended early`) }
           chunk = buffer.subarray(0, bytesRead)
         } else {
-          chunk = await readPiece(this.pool, piece, done, Math.min(BIG_CHUNK, length - done))
+          chunk = await readPiece(this.pool, piece, done, want)
         }
         done += chunk.length
         if (sink.destroyed) { release?.(); throw new Error('sink closed') }
-        const more = sink.write(chunk, release === undefined ? undefined : () => release())
-        if (!more) await drained(sink)
+        if (!sink.write(chunk, release)) {
+          const waitStarted = performance.now()
+          await drained(sink)
+          // A sink that drains at once can take bigger chunks; one that stalls gets smaller ones.
+          chunkSize = performance.now() - waitStarted < FAST_DRAIN_MS ? Math.min(MAX_CHUNK, chunkSize * 2) : Math.max(MIN_CHUNK, chunkSize / 2)
+        } else {
+          chunkSize = Math.min(MAX_CHUNK, chunkSize * 2)
+        }
       }
     }
-    await buffers.idle()
+    while (inFlight > 0) await new Promise<void>(resolve => { settled = resolve })
   }
 
   /**
@@ -252,34 +277,51 @@ export class ComposedImage {
   }
 }
 
-const BIG_CHUNK = 4 << 20
-const POOL_BUFFERS = 4
+const MIN_CHUNK = 128 << 10
+const LARGE_BUFFER_BUDGET = 48 << 20
+const MAX_CHUNK = 4 << 20
+const IDLE_BUFFER_BYTES = 24 << 20
+const FAST_DRAIN_MS = 20
 
-function bufferPool () {
-  const free: Buffer[] = []
-  let created = 0
-  let waiting: Array<(b: Buffer) => void> = []
-  let idleWaiters: Array<() => void> = []
-  return {
-    async take (): Promise<Buffer> {
-      const b = free.pop()
-      if (b !== undefined) return b
-      if (created < POOL_BUFFERS) { created++; return Buffer.allocUnsafe(BIG_CHUNK) }
-      return await new Promise(resolve => waiting.push(resolve))
-    },
-    give (b: Buffer): void {
-      const next = waiting.shift()
-      if (next !== undefined) { next(b); return }
-      free.push(b)
-      if (free.length === created) { const w = idleWaiters; idleWaiters = []; w.forEach(f => f()) }
-    },
-    async idle (): Promise<void> {
-      if (free.length === created) return
-      await new Promise<void>(resolve => idleWaiters.push(resolve))
-      waiting = []
+/**
+ * Process-wide free lists of read buffers by power-of-two size, so streams
+ * reuse memory instead of faulting in fresh pages for every chunk. Idle
+ * buffers are capped; a buffer is reused only after its write has completed.
+ */
+class SharedBuffers {
+  readonly #free = new Map<number, Buffer[]>()
+  #idleBytes = 0
+  #largeInUse = 0
+
+  /**
+   * A buffer for up to `size` bytes. Buffers above the smallest class come
+   * from a global budget: when slow clients hold it all, others get the
+   * smallest class, so memory stays bounded however many clients stall.
+   */
+  take (size: number): Buffer {
+    let cls = MIN_CHUNK
+    while (cls < size) cls *= 2
+    if (cls > MIN_CHUNK && this.#largeInUse + cls > LARGE_BUFFER_BUDGET) cls = MIN_CHUNK
+    if (cls > MIN_CHUNK) this.#largeInUse += cls
+    const buffer = this.#free.get(cls)?.pop()
+    if (buffer !== undefined) {
+      this.#idleBytes -= buffer.length
+      return buffer
     }
+    return Buffer.allocUnsafeSlow(cls)
+  }
+
+  give (buffer: Buffer): void {
+    if (buffer.length > MIN_CHUNK) this.#largeInUse -= buffer.length
+    if (this.#idleBytes + buffer.length > IDLE_BUFFER_BYTES) return
+    let list = this.#free.get(buffer.length)
+    if (list === undefined) { list = []; this.#free.set(buffer.length, list) }
+    list.push(buffer)
+    this.#idleBytes += buffer.length
   }
 }
+
+const sharedBuffers = new SharedBuffers()
 
 function drained (sink: Writable): Promise<void> {
   return new Promise((resolve, reject) => {

@@ -1,5 +1,6 @@
 import type { ComposedImage } from '../compose/composed-image.ts'
-import { customize, type IsoKind } from '../coreos/customize.ts'
+import { createHash } from 'node:crypto'
+import { customize, type HostContent, type IsoKind, type IsoTemplate } from '../coreos/customize.ts'
 import { initrdAddrsize, pxeInitrd } from '../coreos/pxe.ts'
 import { DomainError, badRequest, notFound, unavailable } from '../errors.ts'
 import type { ImageStore, PreparedImage } from '../store/image-store.ts'
@@ -8,6 +9,37 @@ import { NMSTATE_MIN_OPENSHIFT } from '../store/image-store.ts'
 import type { Credential, InfraEnvSource } from '../upstream/infra-env-source.ts'
 
 export const RETRY_AFTER_SECONDS = 30
+const CUSTOMIZED_PER_TEMPLATE = 256
+
+/**
+ * Recently customized images by content, so the Range requests of one host
+ * (a BMC sends thousands) reuse one image instead of re-compressing the
+ * Ignition archive each time.
+ */
+class CustomizedImages {
+  readonly #byTemplate = new WeakMap<IsoTemplate, Map<string, ComposedImage>>()
+
+  get (template: IsoTemplate, content: HostContent): ComposedImage {
+    const hash = createHash('sha256').update(content.ignition).update('\0')
+    if (content.ramdisk !== undefined) hash.update(content.ramdisk)
+    hash.update(`\0${(content.kargs ?? []).join('\0')}`)
+    const key = hash.digest('base64url')
+    let images = this.#byTemplate.get(template)
+    if (images === undefined) { images = new Map(); this.#byTemplate.set(template, images) }
+    const cached = images.get(key)
+    if (cached !== undefined) {
+      images.delete(key)
+      images.set(key, cached)
+      return cached
+    }
+    const image = customize(template, content)
+    images.set(key, image)
+    if (images.size > CUSTOMIZED_PER_TEMPLATE) images.delete(images.keys().next().value!)
+    return image
+  }
+}
+
+const customizedImages = new CustomizedImages()
 
 export const ISO_FILENAMES: Record<string, IsoKind> = {
   'full.iso': 'full-iso',
@@ -51,7 +83,7 @@ export async function customizedIso (deps: Deps, params: { imageId: string, vers
     params.type === 'minimal-iso' ? source.ramdisk(params.imageId, params.credential, params.signal) : Promise.resolve(undefined),
     source.kernelArguments(params.imageId, params.credential, params.signal)
   ])
-  const image = customize(template, { ignition: ignition.data, ...(ramdisk !== undefined ? { ramdisk } : {}), kargs })
+  const image = customizedImages.get(template, { ignition: ignition.data, ...(ramdisk !== undefined ? { ramdisk } : {}), kargs })
   return {
     image,
     lastModified: ignition.lastModified ?? new Date(),
