@@ -14,6 +14,8 @@ export interface CpioMember {
   mtime?: number
   uid?: number
   gid?: number
+  /** Device numbers for character/block special files, e.g. [5, 1] for /dev/console. */
+  rdev?: [number, number]
 }
 
 export class CpioFormatError extends DomainError {
@@ -45,7 +47,7 @@ export function writeNewc (members: readonly CpioMember[], options: NewcOptions 
   let ino = options.firstIno ?? 1
   const entry = (name: string, mode: number, data: Buffer, nlink: number, inode: number, m?: CpioMember) => {
     const nameBytes = Buffer.from(`${name}\0`, 'utf8')
-    const head = header([inode, mode, m?.uid ?? 0, m?.gid ?? 0, nlink, m?.mtime ?? 0, data.length, 0, 0, 0, 0, nameBytes.length, 0], options.upperHex === true)
+    const head = header([inode, mode, m?.uid ?? 0, m?.gid ?? 0, nlink, m?.mtime ?? 0, data.length, 0, 0, m?.rdev?.[0] ?? 0, m?.rdev?.[1] ?? 0, nameBytes.length, 0], options.upperHex === true)
     parts.push(Buffer.from(head, 'latin1'), nameBytes, Buffer.alloc(pad4(HEADER + nameBytes.length)), data, Buffer.alloc(pad4(data.length)))
   }
   for (const m of members) {
