@@ -2,6 +2,8 @@ import t, { type Test } from 'tap'
 import { createHash } from 'node:crypto'
 import { execFileSync } from 'node:child_process'
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { pathToFileURL } from 'node:url'
 import { buildSyntheticIso } from '../../../services/coreos/synthetic-iso.ts'
 import { ImageStore, type StoreConfig } from '../../../services/store/image-store.ts'
@@ -167,4 +169,32 @@ t.test('cleanup, restart without download, file:// entries, a failing mirror doe
   t.ok(second.store.allReady())
   t.equal(mirror.requests.filter(r => r.url === '/x.iso').length, before, 'no new download')
   t.comment(`restart to ready: ${elapsed.toFixed(0)} ms for two images`)
+})
+
+t.test('downloads go through HTTP_PROXY; progress is logged with bytes, percent, rate and ETA', async t => {
+  const dir = t.testdir({ isos: {} })
+  const iso = await buildSyntheticIso({ dir: `${dir}/isos`, volumeId: 'rhcos-417.94.30' })
+  const mirror = await startMirror(t, { '/x.iso': { path: iso } })
+  const proxied: string[] = []
+  const proxy = http.createServer((req, res) => {
+    proxied.push(req.url!)
+    const target = new URL(req.url!)
+    http.get(`${mirror.url}${target.pathname}`, { headers: req.headers.range !== undefined ? { range: req.headers.range } : {} }, upstream => {
+      res.writeHead(upstream.statusCode!, upstream.headers)
+      upstream.pipe(res)
+    })
+  })
+  await new Promise<void>(resolve => proxy.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>(resolve => { proxy.closeAllConnections(); proxy.close(() => resolve()) }))
+  const proxyUrl = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`
+  // The mirror's name is never resolved: the proxy answers for it.
+  const { store, lines } = storeFor(t, `${dir}/data`, [entry('417.94.30', 'http://mirror.proxied.example/x.iso')], { proxy: { http: proxyUrl } })
+  await store.start()
+  await store.settled()
+  t.ok(store.allReady())
+  t.equal(proxied[0], 'http://mirror.proxied.example/x.iso', 'the request went to the proxy in absolute form')
+  const progress = lines.filter(l => l.msg === 'downloading').map(l => l.obj as Record<string, unknown>)
+  t.ok(progress.length > 0)
+  t.match(progress[progress.length - 1], { image: '417.94.30@x86_64@full-iso', bytes: Number, percent: Number, bytesPerSecond: Number })
+  t.notOk(JSON.stringify(lines).includes('mirror.proxied.example'), 'log lines name the image, not its URL')
 })
