@@ -36,6 +36,8 @@ export interface VolumeDescriptor {
   preparerId: string
   applicationId: string
   volumeSpaceSize: number
+  /** Path table size in bytes and the LBAs of its little- and big-endian copies. */
+  pathTable: { size: number, lLba: number, mLba: number }
   /** 17-byte creation date; the writer stamps it on what it creates. */
   created: Buffer
 }
@@ -263,6 +265,28 @@ export class IsoImage {
     }
   }
 
+  /**
+   * The little-endian path table as (name, LBA, parent number) records: a
+   * second, independent index of the directories, used to cross-check trees.
+   */
+  async readPathTable (volume: VolumeDescriptor = this.primary): Promise<Array<{ name: string, lba: number, parent: number }>> {
+    const { size, lLba } = volume.pathTable
+    if (size > MAX_DIRECTORY_BYTES) throw new IsoFormatError(`path table of ${size} bytes is too large`)
+    const r = new ByteReader(await this.readAt(lLba * SECTOR, size), 'path table')
+    const joliet = volume.raw[0] === 2
+    const records: Array<{ name: string, lba: number, parent: number }> = []
+    for (let at = 0; at + 8 <= size;) {
+      const length = r.u8(at)
+      if (length === 0) break
+      const id = r.bytes(at + 8, length)
+      // The root's identifier is one zero byte, in Joliet tables too.
+      const name = length === 1 && id[0] === 0 ? '' : joliet ? decodeUcs2(id) : id.toString('latin1')
+      records.push({ name, lba: r.u32le(at + 2), parent: r.u16le(at + 6) })
+      at += 8 + length + (length % 2)
+    }
+    return records
+  }
+
   /** Reads `length` bytes at `offset` of the image. */
   async readAt (offset: number, length: number): Promise<Buffer> {
     return await readExactly(this.#fh, this.identity.size, offset, length, 'image range')
@@ -320,6 +344,7 @@ function parseVolumeDescriptor (raw: Buffer, what: string): VolumeDescriptor {
     preparerId: text(446, 128),
     applicationId: text(574, 128),
     volumeSpaceSize: r.u32le(80),
+    pathTable: { size: r.u32le(132), lLba: r.u32le(140), mLba: r.u32be(148) },
     created: Buffer.from(r.bytes(813, 17))
   }
 }

@@ -49,6 +49,12 @@ t.test('round trip: golden and mastered ISOs rewritten by our writer', { skip: T
         t.equal(plan.files.get(entry.path)?.lba, copy.size === 0 ? 0 : copy.lba)
       }
 
+      const dirs = [written.root, ...[...written.walk()].filter(e => e.isDirectory)]
+      const table = await written.readPathTable()
+      t.same(table.map(r => r.lba).sort((a, b) => a - b), dirs.map(d => d.lba).sort((a, b) => a - b), 'the path table lists every directory')
+      t.equal(table[0]!.parent, 1, 'root first, its own parent')
+      if (written.joliet !== undefined) t.equal((await written.readPathTable(written.joliet)).length, dirs.length, 'Joliet path table too')
+
       const mode = written.hasRockRidge ? '-R' : written.joliet !== undefined ? '-J' : 'primary'
       const listing = isoinfoListing(out, mode)
       t.same(new Map([...listing].filter(([, v]) => !v.isDirectory).map(([p, v]) => [p, v.size])),
