@@ -104,3 +104,13 @@ t.test('no secret in logs or metrics', async t => {
   }
   t.match(metrics, /route="\/bytoken\/:token\/:version\/:arch\/:filename"/)
 })
+
+t.test('CORS headers reach streamed image responses too', async t => {
+  const { app } = await startService(t, { isos, infraEnvs: { [ID]: { ignition: IGNITION } }, env: { ALLOWED_DOMAINS: 'https://console.example' } })
+  const res = await app.inject({ url: URL, headers: { origin: 'https://console.example', range: 'bytes=0-0' } })
+  t.equal(res.statusCode, 206)
+  t.equal(res.headers['access-control-allow-origin'], 'https://console.example')
+  t.match(res.headers.vary, /Origin/)
+  const preflight = await app.inject({ method: 'OPTIONS', url: URL, headers: { origin: 'https://console.example', 'access-control-request-method': 'GET' } })
+  t.equal(preflight.statusCode, 204, 'preflight answered without upstream or readiness')
+})
