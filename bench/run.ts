@@ -9,7 +9,7 @@ import { Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { ComposedImage, FilePool } from '../services/compose/composed-image.ts'
 import { buildMinimalTemplate } from '../services/coreos/minimal-template.ts'
-import { fileTemplate, customize } from '../services/coreos/customize.ts'
+import { fileTemplate } from '../services/coreos/customize.ts'
 import { IsoImage } from '../services/iso9660/reader.ts'
 import { optionsFromImage, treeFromImage } from '../services/iso9660/remaster.ts'
 import { planIso } from '../services/iso9660/writer.ts'
@@ -147,8 +147,6 @@ if (want('service')) {
   const image = await IsoImage.open(isoPath)
   const template = await fileTemplate(image, 'full-iso', 'x86_64', new FilePool())
   const area = template.areas.ignition!
-  const archive = customize(template, { ignition: Buffer.from('{"ignition":{"version":"3.2.0"}}') })
-  void archive
   const anchors: Array<{ name: string, url: string, child?: ChildProcess, server?: http.Server }> = []
   if (has('go')) {
     const bin = `${CACHE}goserve`

@@ -64,10 +64,10 @@ export class IsoImage {
   readonly primary: VolumeDescriptor
   readonly joliet?: VolumeDescriptor & { level: number }
   readonly bootCatalog?: BootCatalog
-  readonly root: IsoEntry
-  readonly jolietRoot?: IsoEntry
-  readonly hasRockRidge: boolean
   readonly #fh: FileHandle
+  #root: IsoEntry = placeholderRoot()
+  #jolietRoot: IsoEntry | undefined
+  #hasRockRidge = false
   #entryCount = 0
   /** Bytes of directory records and continuation areas read while opening. */
   metadataBytesRead = 0
@@ -81,9 +81,12 @@ export class IsoImage {
     this.primary = parts.primary
     if (parts.joliet !== undefined) this.joliet = parts.joliet
     if (parts.bootCatalog !== undefined) this.bootCatalog = parts.bootCatalog
-    this.root = placeholderRoot()
-    this.hasRockRidge = false
   }
+
+  /** The primary tree, with Rock Ridge names when the image has them. */
+  get root (): IsoEntry { return this.#root }
+  get jolietRoot (): IsoEntry | undefined { return this.#jolietRoot }
+  get hasRockRidge (): boolean { return this.#hasRockRidge }
 
   static async open (path: string): Promise<IsoImage> {
     const fh = await open(path, 'r')
@@ -136,16 +139,15 @@ export class IsoImage {
     root.path = '/'
     root.name = ''
     const visited = new Set<number>()
-    const rootSusp = await this.#readDirectory(root, visited, 0, false, true)
-    ;(this as { root: IsoEntry }).root = root
-    ;(this as { hasRockRidge: boolean }).hasRockRidge = rootSusp
+    this.#hasRockRidge = await this.#readDirectory(root, visited, 0, false, true)
+    this.#root = root
     if (this.joliet !== undefined) {
       const jRecord = parseRecord(this.joliet.raw.subarray(156, 190), 0, 'Joliet root directory record')
       const jRoot = this.#entryFrom(jRecord, undefined, '')
       jRoot.path = '/'
       jRoot.name = ''
       await this.#readDirectory(jRoot, new Set(), 0, true, false)
-      ;(this as { jolietRoot: IsoEntry }).jolietRoot = jRoot
+      this.#jolietRoot = jRoot
     }
   }
 
@@ -194,7 +196,7 @@ export class IsoImage {
       index++
       let susp: SuspEntries | undefined
       if (!joliet && record.systemUse.length > 0) {
-        susp = await this.#parseSuspChain(record.systemUse, isRoot && isDot ? 0 : 0)
+        susp = await this.#parseSuspChain(record.systemUse)
         if (isRoot && isDot && (susp.sp !== undefined || susp.extensions.length > 0)) rockRidge = true
       }
       if (isDot || isDotDot) continue
@@ -219,8 +221,8 @@ export class IsoImage {
     return rockRidge
   }
 
-  async #parseSuspChain (area: Buffer, skip: number): Promise<SuspEntries> {
-    let susp = parseSusp(area.subarray(skip))
+  async #parseSuspChain (area: Buffer): Promise<SuspEntries> {
+    let susp = parseSusp(area)
     for (let hops = 0; susp.continuation !== undefined; hops++) {
       if (hops >= MAX_CONTINUATIONS) throw new IsoFormatError(`system use area: more than ${MAX_CONTINUATIONS} continuation areas`)
       const { lba, offset, length } = susp.continuation

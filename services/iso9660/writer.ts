@@ -234,7 +234,7 @@ export async function planIso (root: IsoNode, options: IsoWriteOptions): Promise
   put(pvdLba, volumeDescriptor(1, options.volume, false, {
     volumeSectors, tableBytes, lTable, mTable, rootRecord: rootPrimary
   }))
-  if (bootRecordLba !== undefined) put(bootRecordLba, bootRecord(volumeSectorsCatalogLba(byPath, catalogPath!)))
+  if (bootRecordLba !== undefined) put(bootRecordLba, bootRecord(byPath.get(catalogPath!)!.lba))
   if (svdLba !== undefined) {
     put(svdLba, volumeDescriptor(2, options.volume, true, {
       volumeSectors, tableBytes: jolietTableBytes, lTable: jlTable, mTable: jmTable, rootRecord: rootRecord(rootDir.jolietLba, rootDir.jolietSize, recorded)
@@ -288,10 +288,6 @@ export async function planIso (root: IsoNode, options: IsoWriteOptions): Promise
     volumeSectors,
     files: new Map(files.map(f => [f.path, { lba: f.lba, size: f.size }]))
   }
-}
-
-function volumeSectorsCatalogLba (byPath: Map<string, File>, catalogPath: string): number {
-  return byPath.get(catalogPath)!.lba
 }
 
 // --- model ---
