@@ -170,7 +170,7 @@ async function fetchOnce (url: string, tempPath: string, resumeFrom: number, val
       received += chunk.length
       options.onBytes?.(chunk.length)
       const now = Date.now()
-      if (now - lastLog >= interval) {
+      if (now - lastLog >= interval && now > lastLog) {
         const rate = (received - lastBytes) / ((now - lastLog) / 1000)
         options.log.info({
           image: options.label,
