@@ -20,10 +20,8 @@ class CustomizedImages {
   readonly #byTemplate = new WeakMap<IsoTemplate, Map<string, ComposedImage>>()
 
   get (template: IsoTemplate, content: HostContent): ComposedImage {
-    const hash = createHash('sha256').update(content.ignition).update('\0')
-    if (content.ramdisk !== undefined) hash.update(content.ramdisk)
-    hash.update(`\0${(content.kargs ?? []).join('\0')}`)
-    const key = hash.digest('base64url')
+    const ramdisk = content.ramdisk !== undefined ? digest(content.ramdisk) : ''
+    const key = `${digest(content.ignition)}:${ramdisk}:${(content.kargs ?? []).join('\0')}`
     let images = this.#byTemplate.get(template)
     if (images === undefined) { images = new Map(); this.#byTemplate.set(template, images) }
     const cached = images.get(key)
@@ -40,6 +38,17 @@ class CustomizedImages {
 }
 
 const customizedImages = new CustomizedImages()
+
+// Cached upstream answers come back as the same Buffer objects: hash each one once.
+const digests = new WeakMap<Buffer, string>()
+function digest (data: Buffer): string {
+  let value = digests.get(data)
+  if (value === undefined) {
+    value = createHash('sha256').update(data).digest('base64url')
+    digests.set(data, value)
+  }
+  return value
+}
 
 export const ISO_FILENAMES: Record<string, IsoKind> = {
   'full.iso': 'full-iso',
