@@ -81,7 +81,8 @@ export default fp(async function metricsPlugin (fastify) {
         if (route !== '/metrics') responseSize.observe({ route, method: request.method, status: String(reply.statusCode) }, bytes)
       }
       const aborted = !reply.raw.writableEnded
-      request.log[reply.statusCode >= 500 ? 'error' : 'info']({
+      // A 503 from /health while images download is expected, not an error.
+      request.log[reply.statusCode >= 500 && route !== '/health' ? 'error' : 'info']({
         method: request.method,
         url: redactUrl(request.url),
         route,

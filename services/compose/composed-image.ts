@@ -189,7 +189,8 @@ export class ComposedImage {
    */
   async writeTo (sink: Writable, start = 0, end = this.size): Promise<void> {
     checkRange(start, end, this.size)
-    let chunkSize = MIN_CHUNK
+    // Start large: the shared budget, not the first chunk, is what bounds memory for stalled clients.
+    let chunkSize = START_CHUNK
     let inFlight = 0
     let settled: (() => void) | undefined
     for (const piece of this.pieces(start, end)) {
@@ -278,6 +279,7 @@ export class ComposedImage {
 }
 
 const MIN_CHUNK = 128 << 10
+const START_CHUNK = 1 << 20
 const LARGE_BUFFER_BUDGET = 48 << 20
 const MAX_CHUNK = 4 << 20
 const IDLE_BUFFER_BYTES = 24 << 20
