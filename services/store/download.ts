@@ -1,25 +1,21 @@
 import { createHash } from 'node:crypto'
 import { createReadStream, createWriteStream } from 'node:fs'
-import { open, readFile, stat, truncate } from 'node:fs/promises'
-import http from 'node:http'
-import https from 'node:https'
-import { rootCertificates } from 'node:tls'
+import { open, stat, truncate } from 'node:fs/promises'
+import type http from 'node:http'
+import type https from 'node:https'
 import { pipeline } from 'node:stream/promises'
 import { Transform } from 'node:stream'
 import got, { type Response } from 'got'
+import { outboundAgents, type OutboundOptions } from '../http/agents.ts'
 
 export interface DownloadLog {
   info: (obj: object, msg: string) => void
   warn: (obj: object, msg: string) => void
 }
 
-export interface DownloadOptions {
+export interface DownloadOptions extends OutboundOptions {
   headers?: Record<string, string>
   query?: Record<string, string>
-  /** Extra PEM CA, trusted in addition to the system roots. */
-  caFile?: string
-  insecureSkipVerify?: boolean
-  proxy?: { http?: string, https?: string, noProxy?: string }
   attempts?: number
   backoffMs?: number
   maxBackoffMs?: number
@@ -44,20 +40,6 @@ export class DownloadError extends Error {
   }
 }
 
-/** Agents for one configuration: proxies honoured through Node's built-in proxy support. */
-export async function downloadAgents (options: Pick<DownloadOptions, 'caFile' | 'insecureSkipVerify' | 'proxy'>) {
-  const proxyEnv = {
-    ...(options.proxy?.http !== undefined ? { HTTP_PROXY: options.proxy.http } : {}),
-    ...(options.proxy?.https !== undefined ? { HTTPS_PROXY: options.proxy.https } : {}),
-    ...(options.proxy?.noProxy !== undefined ? { NO_PROXY: options.proxy.noProxy } : {})
-  }
-  const ca = options.caFile !== undefined ? [...rootCertificates, await readFile(options.caFile, 'utf8')] : undefined
-  return {
-    http: new http.Agent({ keepAlive: true, proxyEnv }),
-    https: new https.Agent({ keepAlive: true, proxyEnv, ...(ca !== undefined ? { ca } : {}), rejectUnauthorized: options.insecureSkipVerify !== true })
-  }
-}
-
 function sleep (ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(resolve, ms)
@@ -72,7 +54,7 @@ function sleep (ms: number, signal?: AbortSignal): Promise<void> {
  * Content-Length, and fsyncs. Returns the size and SHA-256 of the file.
  */
 export async function download (url: string, tempPath: string, options: DownloadOptions): Promise<{ size: number, sha256: string }> {
-  const agents = await downloadAgents(options)
+  const agents = outboundAgents(options)
   const attempts = options.attempts ?? 5
   const base = options.backoffMs ?? 1000
   const maxBackoff = options.maxBackoffMs ?? 30_000

@@ -1,19 +1,16 @@
-import http from 'node:http'
-import https from 'node:https'
-import { readFileSync } from 'node:fs'
-import { rootCertificates } from 'node:tls'
+import type http from 'node:http'
+import type https from 'node:https'
 import got, { RequestError, TimeoutError } from 'got'
 import type { IsoKind } from '../coreos/customize.ts'
 import { DomainError } from '../errors.ts'
+import { outboundAgents, type OutboundOptions } from '../http/agents.ts'
 import { parseKernelArguments, type Credential, type IgnitionAnswer, type InfraEnvSource } from './infra-env-source.ts'
 
 export type Endpoint = 'ignition' | 'ramdisk' | 'infra-env'
 
-export interface AssistedClientOptions {
+export interface AssistedClientOptions extends Omit<OutboundOptions, 'insecureSkipVerify'> {
   scheme: 'http' | 'https'
   host: string
-  caFile?: string
-  proxy?: { http?: string, https?: string, noProxy?: string }
   timeoutMs?: number
   /** Called after every upstream call with the endpoint and the status (or 'error'). */
   onCall?: (endpoint: Endpoint, status: string) => void
@@ -30,16 +27,7 @@ export class AssistedClient implements InfraEnvSource {
 
   constructor (options: AssistedClientOptions) {
     this.#base = `${options.scheme}://${options.host}`
-    const proxyEnv = {
-      ...(options.proxy?.http !== undefined ? { HTTP_PROXY: options.proxy.http } : {}),
-      ...(options.proxy?.https !== undefined ? { HTTPS_PROXY: options.proxy.https } : {}),
-      ...(options.proxy?.noProxy !== undefined ? { NO_PROXY: options.proxy.noProxy } : {})
-    }
-    const ca = options.caFile !== undefined ? [...rootCertificates, readFileSync(options.caFile, 'utf8')] : undefined
-    this.#agents = {
-      http: new http.Agent({ keepAlive: true, proxyEnv }),
-      https: new https.Agent({ keepAlive: true, proxyEnv, ...(ca !== undefined ? { ca } : {}) })
-    }
+    this.#agents = outboundAgents(options)
     this.#timeoutMs = options.timeoutMs ?? 60_000
     this.#onCall = options.onCall
   }
