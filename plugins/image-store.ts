@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import { Counter, Gauge } from 'prom-client'
-import { ImageStore, type StoreTiming } from '../services/store/image-store.ts'
+import { ImageStore, needsNmstate, type StoreTiming } from '../services/store/image-store.ts'
 import { METRIC_PREFIX } from './metrics.ts'
 
 declare module 'fastify' {
@@ -19,6 +19,12 @@ export default fp<ImageStoreOptions>(async function imageStorePlugin (fastify, o
   const downloadedBytes = new Counter({ name: `${METRIC_PREFIX}os_image_download_bytes_total`, help: 'Bytes of OS images downloaded', registers: [registry] })
   const failures = new Counter({ name: `${METRIC_PREFIX}os_image_download_failures_total`, help: 'Failed attempts to download or prepare an OS image', registers: [registry] })
   const ready = new Gauge({ name: `${METRIC_PREFIX}os_images_ready`, help: 'OS images ready to serve', registers: [registry] })
+  const nmstateMissing = new Gauge({
+    name: `${METRIC_PREFIX}nmstatectl_missing`,
+    help: 'OS images that need nmstatectl (OpenShift >= 4.18) but have none: static networking fails for them (1)',
+    labelNames: ['version', 'arch'],
+    registers: [registry]
+  })
   const log = fastify.log.child({ component: 'image-store' })
   const store = new ImageStore({
     config: fastify.config,
@@ -35,7 +41,14 @@ export default fp<ImageStoreOptions>(async function imageStorePlugin (fastify, o
     ...(opts.timing !== undefined ? { timing: opts.timing } : {})
   })
   for (const key of store.keys) fastify.readiness.register(key)
-  store.onChange((key, isReady) => fastify.readiness.set(key, isReady))
+  store.onChange((key, isReady) => {
+    fastify.readiness.set(key, isReady)
+    const image = store.get(key)
+    if (image === undefined || !needsNmstate(image.entry)) return
+    const missing = image.nmstate === undefined
+    nmstateMissing.set({ version: image.entry.version, arch: image.entry.cpuArchitecture }, missing ? 1 : 0)
+    fastify.readiness.setDegraded(key, missing ? `no nmstatectl for static networking: ${image.nmstateError ?? 'not extracted'}` : undefined)
+  })
   fastify.decorate('imageStore', store)
   fastify.addHook('onReady', async function startImageStore () {
     await store.start()

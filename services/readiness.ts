@@ -4,6 +4,7 @@
  */
 export class Readiness {
   readonly #state = new Map<string, boolean>()
+  readonly #degraded = new Map<string, string>()
 
   register (key: string): void {
     if (!this.#state.has(key)) this.#state.set(key, false)
@@ -20,6 +21,19 @@ export class Readiness {
   allReady (): boolean {
     for (const ready of this.#state.values()) if (!ready) return false
     return true
+  }
+
+  /**
+   * A ready image that serves only part of what it should (for example no
+   * nmstatectl): shown in /health's body, while the pod stays in rotation.
+   */
+  setDegraded (key: string, reason: string | undefined): void {
+    if (reason === undefined) this.#degraded.delete(key)
+    else this.#degraded.set(key, reason)
+  }
+
+  degraded (): Array<{ image: string, reason: string }> {
+    return [...this.#degraded].map(([image, reason]) => ({ image, reason }))
   }
 
   pending (): string[] {

@@ -8,7 +8,9 @@ export default async function probeRoutes (fastify: FastifyInstance) {
   })
 
   fastify.get('/health', { config: { plainHttp: true } }, async function health (request, reply) {
-    if (readiness.allReady()) return { status: 'ready' }
-    return reply.code(503).header('retry-after', '5').send({ status: 'not ready', pending: readiness.pending() })
+    const degraded = readiness.degraded()
+    const details = degraded.length > 0 ? { degraded } : {}
+    if (readiness.allReady()) return { status: 'ready', ...details }
+    return reply.code(503).header('retry-after', '5').send({ status: 'not ready', pending: readiness.pending(), ...details })
   })
 }

@@ -4,8 +4,8 @@ import { customize, type HostContent, type IsoKind, type IsoTemplate } from '../
 import { initrdAddrsize, pxeInitrd } from '../coreos/pxe.ts'
 import { DomainError, badRequest, notFound, unavailable } from '../errors.ts'
 import type { ImageStore, PreparedImage } from '../store/image-store.ts'
-import { compareOpenshiftVersions, type OsImageEntry } from '../store/os-image-entry.ts'
-import { NMSTATE_MIN_OPENSHIFT } from '../store/image-store.ts'
+import type { OsImageEntry } from '../store/os-image-entry.ts'
+import { needsNmstate } from '../store/image-store.ts'
 import type { Credential, InfraEnvSource } from '../upstream/infra-env-source.ts'
 
 export const RETRY_AFTER_SECONDS = 30
@@ -68,6 +68,17 @@ function ready (store: ImageStore, entry: OsImageEntry): PreparedImage {
   return prepared
 }
 
+/**
+ * A host with static networking (a ramdisk) on OpenShift >= 4.18 cannot boot
+ * without nmstatectl: answer with the reason rather than an image that boots
+ * with no network configuration.
+ */
+function requireNmstate (entry: OsImageEntry, prepared: PreparedImage): void {
+  if (!needsNmstate(entry) || prepared.nmstate !== undefined) return
+  throw new DomainError(500, 'IMG_NMSTATE_UNAVAILABLE',
+    `OS image ${prepared.key} has no nmstatectl, which static networking on OpenShift ${entry.openshiftVersion} needs: ${prepared.nmstateError ?? 'it could not be extracted'}`)
+}
+
 /** Finds the entry an ISO request names, and refuses impossible types before any upstream call. */
 export function resolveIsoEntry (store: ImageStore, version: string, arch: string, type: IsoKind): OsImageEntry {
   const wanted = type === 'disconnected-iso' ? 'disconnected-iso' : 'full-iso'
@@ -92,6 +103,7 @@ export async function customizedIso (deps: Deps, params: { imageId: string, vers
     params.type === 'minimal-iso' ? source.ramdisk(params.imageId, params.credential, params.signal) : Promise.resolve(undefined),
     source.kernelArguments(params.imageId, params.credential, params.signal)
   ])
+  if (ramdisk !== undefined) requireNmstate(entry, prepared)
   const image = customizedImages.get(template, { ignition: ignition.data, ...(ramdisk !== undefined ? { ramdisk } : {}), kargs })
   return {
     image,
@@ -116,11 +128,11 @@ export async function pxeInitrdImage (deps: Deps, params: { imageId: string, ver
     deps.source.ignition(params.imageId, undefined, params.credential, params.signal),
     deps.source.ramdisk(params.imageId, params.credential, params.signal)
   ])
-  const withNmstate = compareOpenshiftVersions(entry.openshiftVersion, NMSTATE_MIN_OPENSHIFT) >= 0 && prepared.nmstate !== undefined
+  if (ramdisk !== undefined) requireNmstate(entry, prepared)
   const image = pxeInitrd(prepared.initrd, {
     ignition: ignition.data,
     ...(ramdisk !== undefined ? { ramdisk } : {}),
-    ...(withNmstate ? { nmstate: prepared.nmstate! } : {})
+    ...(needsNmstate(entry) && prepared.nmstate !== undefined ? { nmstate: prepared.nmstate } : {})
   })
   return { image, lastModified: ignition.lastModified ?? new Date(), filename: `${params.imageId}-initrd.img` }
 }

@@ -71,6 +71,8 @@ export interface PreparedImage {
   artifactImages: Partial<Record<'rootfs' | 'kernel' | 'ins-file', ComposedImage>>
   /** gzip cpio with usr/bin/nmstatectl, for openshift_version >= 4.18.0-ec.0. */
   nmstate?: Buffer
+  /** Why an entry that needs nmstatectl has none: requests with static networking fail with this. */
+  nmstateError?: string
   lastModified: Date
   pool: FilePool
 }
@@ -229,9 +231,7 @@ export class ImageStore {
     const pool = new FilePool()
     try {
       const artifacts = await findBootArtifacts(iso)
-      const nmstate = compareOpenshiftVersions(group.openshiftVersion, NMSTATE_MIN_OPENSHIFT) >= 0 && artifacts.rootfs !== undefined
-        ? await this.#nmstate(group, key, path, artifacts)
-        : undefined
+      const { nmstate, nmstateError } = needsNmstate(group) ? await this.#nmstate(group, key, artifacts) : {}
       const templates: Partial<Record<IsoKind, IsoTemplate>> = {}
       templates[group.type] = await fileTemplate(iso, group.type, group.cpuArchitecture, pool)
       if (group.type === 'full-iso' && group.cpuArchitecture !== 's390x') {
@@ -253,6 +253,7 @@ export class ImageStore {
         ...(initrd !== undefined ? { initrd } : {}),
         artifactImages,
         ...(nmstate !== undefined ? { nmstate } : {}),
+        ...(nmstateError !== undefined ? { nmstateError } : {}),
         lastModified: new Date(Math.floor(iso.identity.mtimeMs / 1000) * 1000),
         pool
       }
@@ -321,23 +322,37 @@ export class ImageStore {
     }
   }
 
-  async #nmstate (group: OsImageEntry, key: string, isoPath: string, artifacts: BootArtifacts): Promise<Buffer | undefined> {
+  /**
+   * nmstatectl for an entry that needs it, from the DATA_DIR cache or the ISO's
+   * rootfs. A failure does not fail the image: everything else of it serves,
+   * and requests that need nmstate get the reason (logged here once).
+   */
+  async #nmstate (group: OsImageEntry, key: string, artifacts: BootArtifacts): Promise<{ nmstate?: Buffer, nmstateError?: string }> {
     const cache = join(this.#config.dataDir, nmstatectlFileName(group))
     let binary: Buffer | undefined = await readFile(cache).catch(() => undefined)
     if (binary === undefined) {
       try {
-        const extracted = await extractNmstatectl(isoPath, artifacts.rootfs!, this.#config.dataTempDir)
+        if (artifacts.rootfs === undefined) throw new Error('the ISO has no images/pxeboot/rootfs.img')
+        const started = performance.now()
+        const extracted = await extractNmstatectl(artifacts.rootfs)
         const temp = `${cache}.${randomBytes(4).toString('hex')}.part`
         await writeFile(temp, extracted, { mode: 0o644 })
         await rename(temp, cache)
         binary = extracted
+        this.#log.info({ image: key, bytes: extracted.length, ms: Math.round(performance.now() - started) }, 'nmstatectl extracted from the live rootfs')
       } catch (err) {
-        this.#log.warn({ image: key, error: (err as Error).message }, 'nmstatectl not extracted; serving without nmstate')
-        return undefined
+        const reason = (err as Error).message
+        this.#log.error({ image: key, error: reason }, 'nmstatectl not found: minimal ISOs and PXE initrds with static networking will fail for this image')
+        return { nmstateError: reason }
       }
     }
-    return filesArchive([{ name: 'usr/bin/nmstatectl', mode: 0o100755, data: binary }])
+    return { nmstate: filesArchive([{ name: 'usr/bin/nmstatectl', mode: 0o100755, data: binary }]) }
   }
+}
+
+/** OpenShift 4.18 and later configure static networking with nmstatectl from the initrd. */
+export function needsNmstate (entry: Pick<OsImageEntry, 'openshiftVersion'>): boolean {
+  return compareOpenshiftVersions(entry.openshiftVersion, NMSTATE_MIN_OPENSHIFT) >= 0
 }
 
 async function syncDirectory (dir: string): Promise<void> {

@@ -1,0 +1,64 @@
+import { ByteSource } from './byte-source.ts'
+import { ErofsFilesystem } from './erofs.ts'
+import { FilesystemError } from './errors.ts'
+import type { ReadOnlyFilesystem } from './filesystem.ts'
+import { SquashfsFilesystem } from './squashfs.ts'
+
+export { ByteSource } from './byte-source.ts'
+export { FilesystemError } from './errors.ts'
+export { createReadStream, lookup, readFile, walk, type DirEntry, type FileType, type Inode, type ReadOnlyFilesystem, type Stat } from './filesystem.ts'
+export { findNmstatectl, type FoundBinary } from './nmstatectl.ts'
+
+const NEWC_MAGIC = '070701'
+const LIVE_MEMBERS = new Set(['root.squashfs', 'root.erofs'])
+
+/** Opens a squashfs or EROFS image, told apart by their superblock magic. */
+export async function openFilesystem (source: ByteSource): Promise<ReadOnlyFilesystem> {
+  try {
+    if (source.length >= 4 && (await source.read(0, 4)).readUInt32LE(0) === 0x73717368) return await SquashfsFilesystem.open(source)
+    if (source.length >= 1028 && (await source.read(1024, 4)).readUInt32LE(0) === 0xE0F5E1E2) return await ErofsFilesystem.open(source)
+  } catch (err) {
+    await source.close()
+    throw err
+  }
+  await source.close()
+  throw new FilesystemError('neither a squashfs nor an EROFS image')
+}
+
+/**
+ * The root filesystem of a CoreOS live rootfs.img found at `[offset, offset +
+ * length)` of `path`: rootfs.img is an uncompressed newc cpio whose first
+ * member is root.squashfs (RHCOS <= 4.21) or root.erofs (Fedora CoreOS 42+,
+ * RHCOS 10). The filesystem is read where it lies; nothing is copied.
+ */
+export async function openLiveRootfs (path: string, offset: number, length: number): Promise<ReadOnlyFilesystem> {
+  const outer = await ByteSource.open(path, offset, length)
+  let member: { start: number, size: number, name: string }
+  try {
+    member = await firstMember(outer)
+  } finally {
+    await outer.close()
+  }
+  if (!LIVE_MEMBERS.has(member.name)) {
+    throw new FilesystemError(`rootfs.img starts with ${JSON.stringify(member.name)}, not root.squashfs or root.erofs`)
+  }
+  return await openFilesystem(await ByteSource.open(path, offset + member.start, member.size))
+}
+
+async function firstMember (source: ByteSource): Promise<{ start: number, size: number, name: string }> {
+  if (source.length < 110) throw new FilesystemError('rootfs.img is too short for a cpio header')
+  const header = await source.read(0, 110, 'rootfs.img cpio header')
+  if (header.toString('latin1', 0, 6) !== NEWC_MAGIC) throw new FilesystemError('rootfs.img does not start with a newc cpio header')
+  const field = (index: number): number => {
+    const text = header.toString('latin1', 6 + index * 8, 14 + index * 8)
+    if (!/^[0-9a-fA-F]{8}$/.test(text)) throw new FilesystemError('rootfs.img has a corrupt cpio header')
+    return parseInt(text, 16)
+  }
+  const size = field(6)
+  const nameSize = field(11)
+  if (nameSize < 2 || nameSize > 4096) throw new FilesystemError('rootfs.img has a corrupt cpio name')
+  const name = (await source.read(110, nameSize - 1, 'rootfs.img cpio name')).toString('latin1')
+  const start = Math.ceil((110 + nameSize) / 4) * 4
+  if (start + size > source.length) throw new FilesystemError(`${name} runs past the end of rootfs.img`)
+  return { start, size, name }
+}
