@@ -1,13 +1,14 @@
-import { spawnSync } from 'node:child_process'
 import { inflateRawSync, zstdDecompressSync } from 'node:zlib'
 import { CpioFormatError, MODE, NEWC_MAGIC, TRAILER, checkName, type CpioMember } from './newc.ts'
-import { crc32 } from '../iso9660/system-area.ts'
+import { CompressionError, decodeXz } from '../compression/index.ts'
 
 const GZIP = Buffer.from([0x1f, 0x8b])
 const XZ = Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00])
 const ZSTD = Buffer.from([0x28, 0xb5, 0x2f, 0xfd])
 const MAX_MEMBERS = 100_000
 const MAX_DEPTH = 4
+/** Largest decompressed member read (initrds are tens of MiB). */
+const MAX_DECOMPRESSED = 1 << 30
 
 export interface CpioEntry extends CpioMember {
   ino: number
@@ -40,9 +41,15 @@ export function readInitrd (data: Buffer, depth = 0): CpioEntry[] {
       entries.push(...readInitrd(decoded.buffer, depth + 1))
       offset += decoded.engine.bytesWritten
     } else if (startsWith(rest, XZ)) {
-      const length = xzStreamLength(rest)
-      entries.push(...readInitrd(xzDecompress(rest.subarray(0, length)), depth + 1))
-      offset += length
+      let decoded: { data: Buffer, length: number }
+      try {
+        decoded = decodeXz(rest, MAX_DECOMPRESSED)
+      } catch (err) {
+        if (err instanceof CompressionError) throw new CpioFormatError(`initrd: corrupt xz stream (${err.message})`)
+        throw err
+      }
+      entries.push(...readInitrd(decoded.data, depth + 1))
+      offset += decoded.length
     } else if (rest.toString('latin1', 0, 6) === NEWC_MAGIC) {
       // The kernel wants plain archives 4-byte aligned; like coreos-installer we read unaligned ones
       // too (the writers here always align what they append).
@@ -117,25 +124,4 @@ export function gunzipMember (buf: Buffer): { data: Buffer, length: number } {
 
 function startsWith (buf: Buffer, magic: Buffer): boolean {
   return buf.length >= magic.length && buf.subarray(0, magic.length).equals(magic)
-}
-
-/**
- * Length of the first xz stream: its footer ends with "YZ" and carries a CRC32
- * of its own fields, which rules out false matches.
- */
-export function xzStreamLength (buf: Buffer): number {
-  for (let end = 24; end <= buf.length; end += 4) {
-    if (buf[end - 2] !== 0x59 || buf[end - 1] !== 0x5a) continue
-    const footer = buf.subarray(end - 12, end)
-    if (crc32(footer.subarray(4, 10)) === footer.readUInt32LE(0)) return end
-  }
-  throw new CpioFormatError('initrd: xz stream has no valid footer')
-}
-
-/** Node has no xz codec: the `xz` tool (xz-utils) decodes. */
-function xzDecompress (stream: Buffer): Buffer {
-  const result = spawnSync('xz', ['--decompress', '--stdout', '--single-stream'], { input: stream, maxBuffer: 1 << 30 })
-  if (result.error !== undefined) throw new CpioFormatError(`initrd: cannot run xz (${result.error.message})`)
-  if (result.status !== 0) throw new CpioFormatError(`initrd: xz stream is corrupt (${result.stderr.toString().trim()})`)
-  return result.stdout
 }
