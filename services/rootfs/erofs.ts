@@ -545,6 +545,8 @@ export class ErofsFilesystem implements ReadOnlyFilesystem {
     let lcn = head.lcn
     for (;;) {
       if (lcn * clusterSize >= inode.stat.size) return inode.stat.size - headLa
+      // No extent decodes to more than PCLUSTER_MAX_DSIZE: a longer walk is a corrupt index, not a big file.
+      if ((lcn - head.lcn - 1) * clusterSize > PCLUSTER_MAX_DSIZE) throw new FilesystemError(`erofs: inode ${inode.id} has an extent longer than ${PCLUSTER_MAX_DSIZE} bytes`)
       const r = await this.#lcluster(inode, z, lcn, true)
       let step: number
       if (r.type === LCLUSTER_NONHEAD) {
