@@ -31,15 +31,22 @@ export function builderJson (value: unknown): string {
   return `${JSON.stringify(sort(value), null, 2)}\n`
 }
 
-/** A sparse rootfs.img laid out like the builders': newc header for root.squashfs, magic at byte 124. */
-export function writeSparseRootfs (path: string, size: number): void {
-  const name = 'root.squashfs\0'
+/**
+ * A sparse rootfs.img laid out like the builders': a newc header, then the root
+ * filesystem at byte 124 (a real squashfs/EROFS image when given, else only a
+ * squashfs magic), zeros up to `size`.
+ */
+export function writeSparseRootfs (path: string, size: number, filesystem?: Buffer): void {
+  // rootfs.img is a newc cpio whose first member is the root filesystem; both names give a 124-byte header.
+  const isErofs = filesystem !== undefined && filesystem.length >= 1028 && filesystem.readUInt32LE(1024) === 0xE0F5E1E2
+  const name = isErofs ? 'root.erofs\0' : 'root.squashfs\0'
   const fields = [0, MODE.file | 0o644, 0, 0, 1, 0, size - 124, 0, 0, 0, 0, name.length, 0]
   const header = `070701${fields.map(n => n.toString(16).padStart(8, '0')).join('')}`
   const fd = openSync(path, 'w')
   try {
     writeSync(fd, Buffer.from(header + name, 'latin1'))
-    writeSync(fd, Buffer.from('hsqs'), 0, 4, 124)
+    const body = filesystem ?? Buffer.from('hsqs')
+    writeSync(fd, body, 0, body.length, 124)
     ftruncateSync(fd, size)
   } finally {
     closeSync(fd)

@@ -5,9 +5,8 @@ import { filesArchive } from '../../../services/coreos/ignition-archive.ts'
 import { IsoImage } from '../../../services/iso9660/reader.ts'
 import { initrdFiles } from '../../../services/cpio/reader.ts'
 import { goldenIsos } from '../../fixtures/iso-report.ts'
-import { missingTools } from '../../fixtures/tools.ts'
 
-t.test('PXE initrd: initrd.img then aligned Ignition, ramdisk and nmstate archives', { skip: missingTools('xz') }, async t => {
+t.test('PXE initrd: initrd.img then aligned Ignition, ramdisk and nmstate archives', async t => {
   const dir = t.testdir()
   const isos = goldenIsos(dir)
   const image = await IsoImage.open(isos.get('embed-areas-2023-07.x86_64')!)
@@ -35,7 +34,7 @@ t.test('PXE initrd: initrd.img then aligned Ignition, ramdisk and nmstate archiv
   t.not(initrd.etag, withoutRamdisk.etag)
 })
 
-t.test('s390x: addrsize keeps the load address and carries the PXE initrd size', { skip: missingTools('xz') }, async t => {
+t.test('s390x: addrsize keeps the load address and carries the PXE initrd size', async t => {
   const dir = t.testdir()
   const image = await IsoImage.open(goldenIsos(dir).get('embed-areas-2023-07.s390x')!)
   t.teardown(() => image.close())

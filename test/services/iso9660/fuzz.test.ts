@@ -3,7 +3,6 @@ import { closeSync, ftruncateSync, openSync, readFileSync, writeSync } from 'nod
 import { IsoImage } from '../../../services/iso9660/reader.ts'
 import { IsoFormatError } from '../../../services/iso9660/bytes.ts'
 import { goldenIsos } from '../../fixtures/iso-report.ts'
-import { missingTools } from '../../fixtures/tools.ts'
 
 /** Small deterministic PRNG so a failure can be replayed. */
 function prng (seed: number): () => number {
@@ -17,7 +16,7 @@ function prng (seed: number): () => number {
   }
 }
 
-t.test('the reader survives thousands of byte flips and truncations', { skip: missingTools('xz') }, async t => {
+t.test('the reader survives thousands of byte flips and truncations', async t => {
   const dir = t.testdir()
   const isos = goldenIsos(dir)
   const random = prng(20261121)

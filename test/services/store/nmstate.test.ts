@@ -1,63 +1,113 @@
-import t from 'tap'
-import { mkdirSync, readFileSync, writeFileSync, existsSync, closeSync, openSync, ftruncateSync, writeSync } from 'node:fs'
+import t, { type Test } from 'tap'
+import { createHash } from 'node:crypto'
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { buildSyntheticIso } from '../../../services/coreos/synthetic-iso.ts'
 import { ImageStore } from '../../../services/store/image-store.ts'
-import { initrdFiles } from '../../../services/cpio/reader.ts'
+import { readInitrd } from '../../../services/cpio/reader.ts'
 import { IsoImage } from '../../../services/iso9660/reader.ts'
-import { missingTools, run } from '../../fixtures/tools.ts'
+import { liveRootfsImg, REPO_ROOTFS, SHARED_FIXTURES, sharedFiles, sharedSkip, unpackXz } from '../../fixtures/rootfs-images.ts'
+import { NMSTATECTL_PATH, writeRootfsTree } from '../../fixtures/rootfs-tree.ts'
 
-t.test('nmstatectl comes out of the squashfs inside rootfs.img, packaged and cached', { skip: missingTools('mksquashfs', 'unsquashfs') }, async t => {
-  const dir = t.testdir({ tree: { usr: { bin: { nmstatectl: '#!/bin/sh\necho nmstatectl 2.2\n' } } }, iso: {} })
-  run('mksquashfs', [`${dir}/tree`, `${dir}/root.squashfs`, '-quiet', '-noappend', '-all-root'])
-  const squashfs = readFileSync(`${dir}/root.squashfs`)
-  // rootfs.img: newc header for root.squashfs, the filesystem at byte 124, sparse up to 100 MiB.
-  const name = 'root.squashfs\0'
-  const header = `070701${[0, 0o100644, 0, 0, 1, 0, squashfs.length, 0, 0, 0, 0, name.length, 0].map(n => n.toString(16).padStart(8, '0')).join('')}${name}`
-  const fd = openSync(`${dir}/rootfs.img`, 'w')
-  writeSync(fd, Buffer.from(header, 'latin1'))
-  writeSync(fd, squashfs, 0, squashfs.length, 124)
-  ftruncateSync(fd, 100 << 20)
-  closeSync(fd)
-  const iso = await buildSyntheticIso({ dir: `${dir}/iso`, volumeId: 'rhcos-418.94.9', rootfsFile: `${dir}/rootfs.img` })
-  mkdirSync(`${dir}/data`)
-  const warnings: string[] = []
+const sha256 = (data: Buffer): string => createHash('sha256').update(data).digest('hex')
+
+async function storeFor (t: Test, dir: string, iso: string, openshiftVersion: string, version: string) {
+  mkdirSync(join(dir, 'data'), { recursive: true })
+  const logs: Array<{ level: string, msg: string, obj: object }> = []
   const store = new ImageStore({
-    config: { dataDir: `${dir}/data`, dataTempDir: `${dir}/data/tmp`, imageServiceBaseUrl: 'http://h', osImagesRequestHeaders: {}, osImagesRequestQueryParams: {}, insecureSkipVerify: false, proxy: {},
-      osImages: [{ openshiftVersion: '4.18.0-ec.1', cpuArchitecture: 'x86_64', version: '418.94.9', type: 'full-iso', url: `file://${iso}` }] },
-    log: { info: () => {}, warn: (_o, msg) => warnings.push(msg), error: () => {} },
+    config: {
+      dataDir: join(dir, 'data'), dataTempDir: join(dir, 'data/tmp'), imageServiceBaseUrl: 'http://h', osImagesRequestHeaders: {}, osImagesRequestQueryParams: {}, insecureSkipVerify: false, proxy: {},
+      osImages: [{ openshiftVersion, cpuArchitecture: 'x86_64', version, type: 'full-iso', url: `file://${iso}` }]
+    },
+    log: {
+      info: (obj, msg) => logs.push({ level: 'info', msg, obj }),
+      warn: (obj, msg) => logs.push({ level: 'warn', msg, obj }),
+      error: (obj, msg) => logs.push({ level: 'error', msg, obj })
+    },
     timing: { retryBaseMs: 50 }
   })
   t.teardown(() => store.close())
   await store.start()
   await store.settled()
-  const prepared = store.get('418.94.9@x86_64@full-iso')!
-  t.ok(prepared, 'ready')
-  t.same(warnings, [])
-  t.equal(readFileSync(`${dir}/data/nmstatectl-418.94.9-x86_64`, 'utf8'), '#!/bin/sh\necho nmstatectl 2.2\n', 'binary cached under the upstream name')
-  const files = initrdFiles(prepared.nmstate!)
-  t.equal(files.get('usr/bin/nmstatectl')?.toString(), '#!/bin/sh\necho nmstatectl 2.2\n')
-  const minimalPath = `${dir}/minimal.iso`
-  await prepared.templates['minimal-iso']!.image.saveSparse(minimalPath)
-  const minimal = await IsoImage.open(minimalPath)
-  t.teardown(() => minimal.close())
-  t.ok(minimal.lookup('/images/nmstate.img'), 'the minimal ISO carries nmstate.img')
-  t.ok(existsSync(`${dir}/data/nmstatectl-418.94.9-x86_64`))
-  writeFileSync(`${dir}/unused`, '')
+  return { store, logs, prepared: store.get(`${version}@x86_64@full-iso`) }
+}
+
+/** What one image-customizing path delivers: the member usr/bin/nmstatectl of a gzip cpio. */
+function nmstatectlMember (archive: Buffer) {
+  return readInitrd(archive).find(e => e.name === 'usr/bin/nmstatectl')
+}
+
+t.test('nmstatectl comes out of a real-layout rootfs in-process, with no unsquashfs, dump.erofs or xz on PATH', async t => {
+  const tree = writeRootfsTree(join(t.testdir(), 'tree'))
+  const expected = tree.find(e => e.path === NMSTATECTL_PATH)!
+  for (const image of ['tiny-fcos.erofs', 'tiny-rhcos.squashfs']) {
+    const dir = t.testdir()
+    const version = image.includes('erofs') ? '419.96.202506010000-0' : '419.94.202506010000-0'
+    const iso = await buildSyntheticIso({ dir, volumeId: `rhcos-${version}`, rootfsFile: liveRootfsImg(join(dir, 'rootfs.img'), join(REPO_ROOTFS, image)) })
+    const path = process.env.PATH
+    process.env.PATH = join(dir, 'empty-path')
+    let result: Awaited<ReturnType<typeof storeFor>>
+    try {
+      result = await storeFor(t, dir, iso, '4.19.0', version)
+    } finally {
+      process.env.PATH = path
+    }
+    const { prepared, logs } = result
+    t.ok(prepared, `${image}: ready`)
+    t.equal(prepared!.nmstateError, undefined)
+    t.same(logs.filter(l => l.level !== 'info'), [], `${image}: no warnings or errors`)
+    t.ok(logs.some(l => l.msg === 'nmstatectl extracted from the live rootfs'), 'the extraction is logged with its time')
+    const cached = readFileSync(join(dir, `data/nmstatectl-${version}-x86_64`))
+    t.equal(sha256(cached), expected.sha256, `${image}: the binary is cached under the upstream name`)
+
+    const member = nmstatectlMember(prepared!.nmstate!)
+    t.equal(member?.mode, 0o100755, `${image}: packaged as usr/bin/nmstatectl, mode 0755`)
+    t.equal(sha256(member!.data), expected.sha256)
+
+    const minimalPath = join(dir, 'minimal.iso')
+    await prepared!.templates['minimal-iso']!.image.saveSparse(minimalPath)
+    const minimal = await IsoImage.open(minimalPath)
+    const inIso = nmstatectlMember(await minimal.readFile(minimal.lookup('/images/nmstate.img')!))
+    t.equal(sha256(inIso!.data), expected.sha256, `${image}: the minimal ISO's /images/nmstate.img carries it`)
+    t.match(await minimal.readFile(minimal.lookup('/EFI/redhat/grub.cfg')!), /\/images\/nmstate\.img/, 'and grub loads it as an initrd')
+    await minimal.close()
+  }
 })
 
-t.test('without the tools or the binary: a warning, and the image still serves', async t => {
-  const dir = t.testdir({ iso: {}, data: {} })
-  const iso = await buildSyntheticIso({ dir: `${dir}/iso`, volumeId: 'rhcos-418.94.10' })
-  const warnings: string[] = []
-  const store = new ImageStore({
-    config: { dataDir: `${dir}/data`, dataTempDir: `${dir}/data/tmp`, imageServiceBaseUrl: 'http://h', osImagesRequestHeaders: {}, osImagesRequestQueryParams: {}, insecureSkipVerify: false, proxy: {},
-      osImages: [{ openshiftVersion: '4.19', cpuArchitecture: 'x86_64', version: '418.94.10', type: 'full-iso', url: `file://${iso}` }] },
-    log: { info: () => {}, warn: (_o, msg) => warnings.push(msg), error: () => {} }
-  })
-  t.teardown(() => store.close())
-  await store.start()
-  await store.settled()
-  t.ok(store.allReady())
-  t.same(warnings, ['nmstatectl not extracted; serving without nmstate'])
-  t.equal(store.get('418.94.10@x86_64@full-iso')?.nmstate, undefined)
+t.test('the real-layout rootfs.img fixtures: squashfs zstd/xz/gzip/lz4 and EROFS with the FCOS options', { skip: sharedSkip('rootfs') }, async t => {
+  const manifest = JSON.parse(readFileSync(join(SHARED_FIXTURES, 'rootfs/manifest.json'), 'utf8'))
+  for (const xz of sharedFiles('rootfs', '.rootfs.img.xz')) {
+    const dir = t.testdir()
+    const rootfs = unpackXz(xz, dir)
+    const padded = join(dir, 'padded-rootfs.img')
+    // The store wants a rootfs of 100 MiB or more: append zeros, as real images carry *.osmet members.
+    writeFileSync(padded, readFileSync(rootfs))
+    const { truncateSync } = await import('node:fs')
+    truncateSync(padded, 100 << 20)
+    const iso = await buildSyntheticIso({ dir, volumeId: 'rhcos-419.94.1', rootfsFile: padded })
+    const { prepared } = await storeFor(t, dir, iso, '4.19', '419.94.1')
+    t.equal(sha256(nmstatectlMember(prepared!.nmstate!)!.data), manifest.nmstatectl[0].sha256, `${xz}: right bytes`)
+  }
+})
+
+t.test('no nmstatectl in the rootfs: the image serves, the reason is kept and logged once at error level', async t => {
+  const dir = t.testdir()
+  const iso = await buildSyntheticIso({ dir, volumeId: 'rhcos-418.94.10' })
+  const { store, prepared, logs } = await storeFor(t, dir, iso, '4.19', '418.94.10')
+  t.ok(store.allReady(), 'everything else of the image is ready')
+  t.equal(prepared!.nmstate, undefined)
+  t.match(prepared!.nmstateError, /squashfs/, 'the reason names what failed')
+  const errors = logs.filter(l => l.level === 'error')
+  t.equal(errors.length, 1)
+  t.match(errors[0]!.msg, /nmstatectl not found/)
+  t.match(errors[0]!.obj, { image: '418.94.10@x86_64@full-iso', error: prepared!.nmstateError })
+})
+
+t.test('before 4.18 nmstatectl is not looked for', async t => {
+  const dir = t.testdir()
+  const iso = await buildSyntheticIso({ dir, volumeId: 'rhcos-417.94.1' })
+  const { prepared, logs } = await storeFor(t, dir, iso, '4.17', '417.94.1')
+  t.equal(prepared!.nmstate, undefined)
+  t.equal(prepared!.nmstateError, undefined)
+  t.same(logs.filter(l => l.level === 'error'), [])
 })
