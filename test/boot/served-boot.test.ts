@@ -7,6 +7,7 @@ import { filesArchive } from '../../services/coreos/ignition-archive.ts'
 import { bootableIso, bootQemu, bootSkip } from '../fixtures/boot-kit.ts'
 import { missingTools } from '../fixtures/tools.ts'
 import { listen } from '../helper.ts'
+import { NMSTATECTL_PATH, writeRootfsTree } from '../fixtures/rootfs-tree.ts'
 
 const skip = bootSkip() || (missingTools('/usr/lib/x86_64-linux-gnu/qemu/block-curl.so') === false ? false : 'needs QEMU\'s HTTP block driver (apt-get install qemu-block-extra)')
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex')
@@ -23,17 +24,21 @@ t.test('BMC-style HTTP mount of full.iso and minimal.iso, and a PXE boot', { ski
   writeFileSync(`${dir}/envs/${ID}/minimal-initrd.img`, filesArchive([{ name: 'etc/assisted/served.nmconnection', mode: 0o100600, data: NETWORK }]))
   writeFileSync(`${dir}/envs/${ID}/infra-env.json`, JSON.stringify({ kernel_arguments: JSON.stringify([{ operation: 'append', value: 'console=ttyS0' }]) }))
   const { url, fastify, logs } = await listen(t, {
-    OS_IMAGES: JSON.stringify([{ openshift_version: '4.17', cpu_architecture: 'x86_64', url: `file://${iso}`, version: VERSION }]),
+    OS_IMAGES: JSON.stringify([{ openshift_version: '4.19', cpu_architecture: 'x86_64', url: `file://${iso}`, version: VERSION }]),
     INFRAENVS_DIR: `${dir}/envs`
   })
   await fastify.imageStore.settled()
   t.ok(fastify.imageStore.allReady())
+  const nmstatectl = writeRootfsTree(`${dir}/tree`).find(e => e.path === NMSTATECTL_PATH)!
 
   for (const file of ['full.iso', 'minimal.iso']) {
     const console = await bootQemu({ cdromUrl: `${url}/byid/${ID}/${VERSION}/x86_64/${file}`, dir })
     t.match(console, `AIS-IGNITION: ${sha(IGNITION)}`, `${file} over HTTP: Ignition`)
     t.match(console, /AIS-CMDLINE: .* console=ttyS0/, `${file} over HTTP: kargs`)
-    if (file === 'minimal.iso') t.match(console, `AIS-RAMDISK: /etc/assisted/served.nmconnection ${sha(NETWORK)}`)
+    if (file === 'minimal.iso') {
+      t.match(console, `AIS-RAMDISK: /etc/assisted/served.nmconnection ${sha(NETWORK)}`)
+      t.match(console, `AIS-NMSTATECTL: 755 ${nmstatectl.sha256}`, 'minimal.iso: the guest sees nmstatectl from the rootfs\'s ostree deployment')
+    }
   }
   const ranges = logs.records().filter(r => r.route === '/byid/:imageId/:version/:arch/:filename' && r.status === 206).length
   t.ok(ranges > 10, `the ISOs were read with Range requests (${ranges})`)
@@ -46,4 +51,5 @@ t.test('BMC-style HTTP mount of full.iso and minimal.iso, and a PXE boot', { ski
   t.match(console, 'AIS-CMDLINE: console=ttyS0 ais.test=pxe')
   t.match(console, `AIS-IGNITION: ${sha(IGNITION)}`, 'PXE: Ignition appended to the initrd')
   t.match(console, `AIS-RAMDISK: /etc/assisted/served.nmconnection ${sha(NETWORK)}`, 'PXE: ramdisk appended')
+  t.match(console, `AIS-NMSTATECTL: 755 ${nmstatectl.sha256}`, 'PXE: the guest sees nmstatectl, mode 0755')
 })
