@@ -1,7 +1,7 @@
-// Benchmarks, on demand: `npm run bench [-- section...]`. Sections: iso, compose, minimal, service.
+// Benchmarks, on demand: `npm run bench [-- section...]`. Sections: nmstate, iso, compose, minimal, service.
 // Every number is printed next to an anchor measured in the same run on the same machine.
 import { spawnSync, type ChildProcess } from 'node:child_process'
-import { createReadStream, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { createReadStream, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import os from 'node:os'
@@ -13,6 +13,7 @@ import { fileTemplate } from '../services/coreos/customize.ts'
 import { IsoImage } from '../services/iso9660/reader.ts'
 import { optionsFromImage, treeFromImage } from '../services/iso9660/remaster.ts'
 import { planIso } from '../services/iso9660/writer.ts'
+import { benchNmstate } from './nmstate.ts'
 import { benchIso, CACHE, curlThroughput, freePort, has, line, rangeRate, ratio, ROOT, startProcess, waitFor } from './lib.ts'
 
 const sections = process.argv.slice(2)
@@ -33,6 +34,8 @@ class Discard extends Writable {
 }
 
 process.stdout.write(`assisted-image-service benchmarks — ${os.cpus().length} x ${os.cpus()[0]?.model ?? 'cpu'}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}\n`)
+if (want('nmstate')) await benchNmstate()
+if (sections.length > 0 && sections.every(s => s === 'nmstate')) process.exit(0)
 const isoPath = await benchIso()
 const isoSize = statSync(isoPath).size
 process.stdout.write(`ISO: ${isoPath} (${(isoSize / 2 ** 30).toFixed(2)} GiB)\n\n`)
@@ -148,14 +151,15 @@ if (want('service')) {
   const template = await fileTemplate(image, 'full-iso', 'x86_64', new FilePool())
   const area = template.areas.ignition!
   const anchors: Array<{ name: string, url: string, child?: ChildProcess, server?: http.Server }> = []
-  if (has('go')) {
+  const goserve = `${ROOT}../shared/bench-anchors/goserve`
+  if (has('go') && existsSync(goserve)) {
     const bin = `${CACHE}goserve`
-    spawnSync('go', ['build', '-o', bin, '.'], { cwd: `${ROOT}../shared/bench-anchors/goserve`, stdio: 'ignore', env: { ...process.env, GOFLAGS: '-mod=mod', GOCACHE: `${CACHE}gocache`, GOPATH: `${CACHE}gopath` } })
+    spawnSync('go', ['build', '-o', bin, '.'], { cwd: goserve, stdio: 'ignore', env: { ...process.env, GOFLAGS: '-mod=mod', GOCACHE: `${CACHE}gocache`, GOPATH: `${CACHE}gopath` } })
     const goPort = await freePort()
     const child = startProcess(bin, [isoPath, String(goPort), String(area.offset), String(area.length)])
     await waitFor(`http://127.0.0.1:${goPort}/x.iso`).catch(() => undefined)
     anchors.push({ name: 'goserve (Go original path)', url: `http://127.0.0.1:${goPort}/x.iso`, child })
-  } else line('goserve', 'skipped: apt-get install golang-go')
+  } else line('goserve', has('go') ? 'skipped: its source (bench-anchors/goserve) is not beside this checkout' : 'skipped: apt-get install golang-go')
   const raw = http.createServer((_req, res) => { res.writeHead(200, { 'content-length': isoSize }); createReadStream(isoPath, { highWaterMark: 1 << 20 }).pipe(res) })
   await new Promise<void>(resolve => raw.listen(0, '127.0.0.1', resolve))
   anchors.push({ name: 'raw Node createReadStream', url: `http://127.0.0.1:${(raw.address() as AddressInfo).port}/x.iso`, server: raw })

@@ -23,6 +23,7 @@ const COMPRESSOR_NAMES = new Map([[1, 'gzip'], [2, 'lzma'], [3, 'lzo'], [4, 'xz'
 const TYPES: Record<number, FileType> = { 1: 'dir', 2: 'file', 3: 'symlink', 4: 'block', 5: 'char', 6: 'fifo', 7: 'socket' }
 const MAX_DIR_SIZE = 64 << 20
 const MAX_SYMLINK = 4096
+const READ_RUN = 8 << 20
 
 export interface SquashfsInode extends Inode {
   /** Directories: where the listing starts in the directory table, and its size. */
@@ -302,6 +303,10 @@ export class SquashfsFilesystem implements ReadOnlyFilesystem {
     // Byte position of block `index`: the sum of the stored sizes before it.
     let position = inode.startBlock!
     for (let i = 0; i < index && i < inode.blockSizes.length; i++) position += inode.blockSizes[i]! & ~DATA_UNCOMPRESSED
+    const lastBlock = Math.min(inode.blockSizes.length - 1, Math.floor((offset + length - 1) / bs))
+    // Consecutive blocks lie back to back: read them in runs of up to READ_RUN bytes, not one by one.
+    let run: Buffer | undefined
+    let runStart = 0
     while (done < length) {
       const at = offset + done
       const within = at - index * bs
@@ -310,7 +315,18 @@ export class SquashfsFilesystem implements ReadOnlyFilesystem {
       if (index < inode.blockSizes.length) {
         const stored = inode.blockSizes[index]!
         const expected = Math.min(bs, inode.stat.size - index * bs)
-        block = await this.#dataBlock(position, stored, expected, `block ${index} of inode ${file.id}`)
+        const size = stored & ~DATA_UNCOMPRESSED
+        let raw: Buffer | undefined
+        if (size > 0 && size <= bs && this.#decoded.get(`${position}`, 0) === undefined) {
+          if (run === undefined || position < runStart || position + size > runStart + run.length) {
+            let end = position
+            for (let i = index; i <= lastBlock && end - position < READ_RUN; i++) end += Math.min(bs, inode.blockSizes[i]! & ~DATA_UNCOMPRESSED)
+            run = await this.#source.read(position, end - position, `squashfs data of inode ${file.id}`)
+            runStart = position
+          }
+          raw = run.subarray(position - runStart, position - runStart + size)
+        }
+        block = await this.#dataBlock(position, stored, expected, `block ${index} of inode ${file.id}`, raw)
         position += stored & ~DATA_UNCOMPRESSED
       } else {
         block = await this.#fragmentBytes(inode)
@@ -323,15 +339,16 @@ export class SquashfsFilesystem implements ReadOnlyFilesystem {
     return out
   }
 
-  async #dataBlock (position: number, stored: number, expected: number, what: string): Promise<Buffer> {
+  async #dataBlock (position: number, stored: number, expected: number, what: string, preloaded?: Buffer): Promise<Buffer> {
     const size = stored & ~DATA_UNCOMPRESSED
     if (size === 0) return Buffer.alloc(expected) // sparse
     if (size > this.blockSize) throw new FilesystemError(`squashfs: ${what} claims ${size} stored bytes`)
     const key = `${position}`
     const hit = this.#decoded.get(key, 0)
     if (hit !== undefined) return hit
-    const raw = await this.#source.read(position, size, `squashfs ${what}`)
-    const data = (stored & DATA_UNCOMPRESSED) !== 0 ? raw : this.#inflate(raw, this.blockSize, what)
+    const raw = preloaded ?? await this.#source.read(position, size, `squashfs ${what}`)
+    // An uncompressed block from a read run is copied, so the cache never pins a whole run.
+    const data = (stored & DATA_UNCOMPRESSED) !== 0 ? (preloaded !== undefined ? Buffer.from(raw) : raw) : this.#inflate(raw, this.blockSize, what)
     this.#decoded.set(key, data)
     return data
   }
