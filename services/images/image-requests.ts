@@ -119,7 +119,7 @@ function pxeEntry (store: ImageStore, version: string | undefined, arch: string)
   return entry
 }
 
-/** initrd.img + Ignition + ramdisk (+ nmstate for 4.18+ entries), for PXE. */
+/** initrd.img + Ignition + ramdisk (+ nmstate with a ramdisk on 4.18+ entries), for PXE. */
 export async function pxeInitrdImage (deps: Deps, params: { imageId: string, version?: string, arch: string, credential?: Credential, signal?: AbortSignal }): Promise<Served> {
   const entry = pxeEntry(deps.store, params.version, params.arch)
   const prepared = ready(deps.store, entry)
@@ -132,7 +132,8 @@ export async function pxeInitrdImage (deps: Deps, params: { imageId: string, ver
   const image = pxeInitrd(prepared.initrd, {
     ignition: ignition.data,
     ...(ramdisk !== undefined ? { ramdisk } : {}),
-    ...(needsNmstate(entry) && prepared.nmstate !== undefined ? { nmstate: prepared.nmstate } : {})
+    // nmstatectl applies the static network configuration the ramdisk carries: without one it is not needed.
+    ...(ramdisk !== undefined && needsNmstate(entry) && prepared.nmstate !== undefined ? { nmstate: prepared.nmstate } : {})
   })
   return { image, lastModified: ignition.lastModified ?? new Date(), filename: `${params.imageId}-initrd.img` }
 }

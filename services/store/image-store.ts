@@ -330,6 +330,10 @@ export class ImageStore {
   async #nmstate (group: OsImageEntry, key: string, artifacts: BootArtifacts): Promise<{ nmstate?: Buffer, nmstateError?: string }> {
     const cache = join(this.#config.dataDir, nmstatectlFileName(group))
     let binary: Buffer | undefined = await readFile(cache).catch(() => undefined)
+    if (binary !== undefined && !isElf(binary)) {
+      this.#log.warn({ image: key, file: cache }, 'the cached nmstatectl is not an ELF binary; extracting it again')
+      binary = undefined
+    }
     if (binary === undefined) {
       try {
         if (artifacts.rootfs === undefined) throw new Error('the ISO has no images/pxeboot/rootfs.img')
@@ -350,9 +354,13 @@ export class ImageStore {
   }
 }
 
-/** OpenShift 4.18 and later configure static networking with nmstatectl from the initrd. */
-export function needsNmstate (entry: Pick<OsImageEntry, 'openshiftVersion'>): boolean {
-  return compareOpenshiftVersions(entry.openshiftVersion, NMSTATE_MIN_OPENSHIFT) >= 0
+function isElf (data: Buffer): boolean {
+  return data.length > 4 && data.readUInt32BE(0) === 0x7f454c46
+}
+
+/** OpenShift 4.18 and later configure static networking with nmstatectl from the initrd (disconnected ISOs excepted). */
+export function needsNmstate (entry: Pick<OsImageEntry, 'openshiftVersion' | 'type'>): boolean {
+  return entry.type !== 'disconnected-iso' && compareOpenshiftVersions(entry.openshiftVersion, NMSTATE_MIN_OPENSHIFT) >= 0
 }
 
 async function syncDirectory (dir: string): Promise<void> {

@@ -35,6 +35,9 @@ t.test('OpenShift 4.19 with static networking: the PXE initrd and the minimal IS
   t.teardown(() => iso.close())
   t.equal(sha256(initrdFiles(await iso.readFile(iso.lookup('/images/nmstate.img')!)).get('usr/bin/nmstatectl')!), expected.sha256, 'the minimal ISO too')
 
+  const dhcp = await app.inject(`/images/${DHCP}/pxe-initrd?version=${X86_VERSION}&arch=x86_64`)
+  t.notOk(initrdFiles(dhcp.rawPayload).has('usr/bin/nmstatectl'), 'no ramdisk, no nmstate archive')
+
   const health = await app.inject('/health')
   t.same(health.json(), { status: 'ready' }, 'nothing degraded')
   t.match((await app.inject('/metrics')).body, `assisted_image_service_nmstatectl_missing{version="${X86_VERSION}",arch="x86_64"} 0`)
