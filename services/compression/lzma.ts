@@ -87,14 +87,10 @@ export class LzmaDecoder {
   }
 
   setProperties (props: LzmaProperties): void {
-    if (props.lc + props.lp > 4 && this.#lzma2) throw new CompressionError('lzma2: lc + lp exceeds 4')
     this.#lc = props.lc; this.#lp = props.lp; this.#pb = props.pb
     const size = 0x300 << (props.lc + props.lp)
     if (this.#literal.length !== size) this.#literal = new Uint16Array(size)
   }
-
-  #lzma2 = false
-  set lzma2 (value: boolean) { this.#lzma2 = value }
 
   resetState (): void {
     this.#literal.fill(PROB_INIT)

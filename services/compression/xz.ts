@@ -128,7 +128,6 @@ function decodeBlock (input: Uint8Array, start: number, headerSize: number, chec
 /** Decodes LZMA2 chunks from `input[start, end)` until the end marker; returns where it ended. */
 export function decodeLzma2 (input: Uint8Array, start: number, end: number, sink: OutputSink): number {
   const decoder = new LzmaDecoder(sink.buffer)
-  decoder.lzma2 = true
   let pos = start
   let needDictReset = true
   let needProps = true
@@ -158,7 +157,9 @@ export function decodeLzma2 (input: Uint8Array, start: number, end: number, sink
     if (reset === 3) { sink.dictStart = sink.length; needDictReset = false } else if (needDictReset) throw new CompressionError('lzma2: missing dictionary reset')
     if (reset >= 2) {
       if (pos >= end) throw new CompressionError('lzma2: chunk header is truncated')
-      decoder.setProperties(parseLzmaProperties(input[pos++]!))
+      const props = parseLzmaProperties(input[pos++]!)
+      if (props.lc + props.lp > 4) throw new CompressionError('lzma2: lc + lp exceeds 4')
+      decoder.setProperties(props)
       needProps = false
     } else if (needProps) {
       throw new CompressionError('lzma2: missing properties')

@@ -28,7 +28,6 @@ const LAYOUT_COMPRESSED_FULL = 1
 const LAYOUT_FLAT_INLINE = 2
 const LAYOUT_COMPRESSED_COMPACT = 3
 const LAYOUT_CHUNK_BASED = 4
-const LAYOUT_NAMES = ['FLAT_PLAIN', 'COMPRESSED_FULL', 'FLAT_INLINE', 'COMPRESSED_COMPACT', 'CHUNK_BASED']
 
 const CHUNK_FORMAT_BLKBITS = 0x1f
 const CHUNK_FORMAT_INDEXES = 0x20
@@ -77,8 +76,8 @@ export interface ErofsInode extends Inode {
   readonly position: number
   /** Where data after the inode header and inline xattrs starts. */
   readonly dataPosition: number
+  /** The i_u union: start block (flat), chunk format (chunk-based), block count (compressed). */
   readonly rawU: number
-  readonly startBlockHi: number
   z?: CompressionInfo
 }
 
@@ -196,8 +195,7 @@ export class ErofsFilesystem implements ReadOnlyFilesystem {
       layout,
       position,
       dataPosition: position + inodeSize + xattrSize,
-      rawU: raw.readUInt32LE(16),
-      startBlockHi: raw.readUInt16LE(6)
+      rawU: raw.readUInt32LE(16)
     }
   }
 
@@ -621,10 +619,6 @@ export class ErofsFilesystem implements ReadOnlyFilesystem {
     }
     this.#decoded.set(key, data)
     return data
-  }
-
-  describe (inode: ErofsInode): string {
-    return LAYOUT_NAMES[inode.layout] ?? String(inode.layout)
   }
 
   async close (): Promise<void> {
