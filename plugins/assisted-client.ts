@@ -25,6 +25,7 @@ export default fp(async function assistedClientPlugin (fastify) {
       ...(assistedService.caFile !== undefined ? { caFile: assistedService.caFile } : {}),
       proxy,
       timeoutMs: assistedService.timeoutSeconds * 1000,
+      maxBodyBytes: assistedService.maxBodyBytes,
       onCall: (endpoint, status) => calls.inc({ endpoint, status })
     })
   } else if (infraEnvsDir !== undefined) {

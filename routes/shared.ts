@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { customizedIso, ISO_FILENAMES, type Served } from '../services/images/image-requests.ts'
 import { notFound } from '../services/errors.ts'
 import { jwtExpiry, type LinkTarget } from '../services/short-links.ts'
-import { pickCredential } from '../services/images/credentials.ts'
+import { IMAGE_ID_PATTERN, pickCredential } from '../services/images/credentials.ts'
 import type { Credential } from '../services/upstream/infra-env-source.ts'
 
 /** Aborted when the client goes away before the response is complete: cancels upstream calls. */
@@ -46,7 +46,7 @@ export function allowOnlyGetAndHead (fastify: FastifyInstance, url: string, conf
 }
 
 export const UUID = '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
-export const IMAGE_ID = '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$'
+export const IMAGE_ID = IMAGE_ID_PATTERN.source
 
 export const isoPathParams = (first: string, pattern?: string) => ({
   type: 'object',
@@ -78,9 +78,9 @@ export async function serveIso (fastify: FastifyInstance, reply: FastifyReply, t
   const deps = { store: fastify.imageStore, source: fastify.infraEnvSource }
   const served = await customizedIso(deps, { ...target, signal: clientSignal(reply) })
   const expires = expiresAt ?? Date.now() + fastify.config.shortLinkTtlSeconds * 1000
-  const code = await fastify.shortLinks.mint(target, expires)
-  const filename = Object.entries(ISO_FILENAMES).find(([, type]) => type === target.type)![0]
-  reply.header('link', `<${fastify.config.imageServiceBaseUrl}/s/${code}/${filename}>; rel="alternate"`)
+  const code = await fastify.mintShortLink(target, expires)
+  const filename = [...ISO_FILENAMES].find(([, type]) => type === target.type)![0]
+  if (code !== undefined) reply.header('link', `<${fastify.config.imageServiceBaseUrl}/s/${code}/${filename}>; rel="alternate"`)
   await sendServed(reply, served)
 }
 
@@ -92,7 +92,7 @@ export function isoRoute (fastify: FastifyInstance, spec: IsoRouteSpec): void {
   }, async function downloadIso (request: FastifyRequest<{ Params: IsoParams }>, reply) {
     const { version, arch, filename } = request.params
     const value = request.params[spec.param]!
-    const type = ISO_FILENAMES[filename]
+    const type = ISO_FILENAMES.get(filename)
     if (type === undefined) throw notFound('IMG_FILENAME', `unknown image file ${filename}`)
     const imageId = spec.imageId(value)
     if (imageId === undefined) throw notFound('IMG_BAD_TOKEN', 'the token names no image')

@@ -13,6 +13,8 @@ export interface Config {
     host?: string
     caFile?: string
     timeoutSeconds: number
+    /** Largest Ignition or ramdisk answer read from assisted-service. */
+    maxBodyBytes: number
   }
   dataDir: string
   dataTempDir: string
@@ -24,6 +26,8 @@ export interface Config {
   maxConcurrentRequests: number
   requestQueueTimeoutSeconds: number
   upstreamCacheTtlSeconds: number
+  /** A response body that makes no progress this long is cut off (stalled clients hold slots and buffers). */
+  sendIdleTimeoutSeconds: number
   /** Entries as configured (before deduplication). Empty in demo mode until the demo is prepared. */
   osImages: OsImageEntry[]
   osImagesRequestHeaders: Record<string, string>
@@ -160,7 +164,8 @@ export function loadConfig (env: Env, cwd = process.cwd()): Config {
       scheme: scheme === 'https' ? 'https' : 'http',
       ...(host !== undefined ? { host } : {}),
       ...optional('caFile', readableFile('ASSISTED_SERVICE_API_TRUSTED_CA_FILE', value('ASSISTED_SERVICE_API_TRUSTED_CA_FILE') ?? value('HTTPS_CA_FILE'))),
-      timeoutSeconds: integer('ASSISTED_SERVICE_TIMEOUT', 60, 1)
+      timeoutSeconds: integer('ASSISTED_SERVICE_TIMEOUT', 60, 1),
+      maxBodyBytes: integer('UPSTREAM_MAX_BODY_BYTES', 8 << 20, 1024)
     },
     dataDir,
     dataTempDir: resolve(cwd, value('DATA_TEMP_DIR') ?? join(dataDir, 'tmp')),
@@ -171,6 +176,7 @@ export function loadConfig (env: Env, cwd = process.cwd()): Config {
     logLevel,
     maxConcurrentRequests: integer('MAX_CONCURRENT_REQUESTS', 400, 1),
     requestQueueTimeoutSeconds: integer('REQUEST_QUEUE_TIMEOUT', 60, 1),
+    sendIdleTimeoutSeconds: integer('SEND_IDLE_TIMEOUT', 120, 1),
     upstreamCacheTtlSeconds: integer('UPSTREAM_CACHE_TTL', 30, 0),
     osImages,
     osImagesRequestHeaders: stringMap('OS_IMAGES_REQUEST_HEADERS'),

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto'
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises'
+import { mkdir, readFile, rename, unlink, writeFile } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import type { IsoKind } from './coreos/customize.ts'
 import type { Credential } from './upstream/infra-env-source.ts'
@@ -75,7 +75,13 @@ export class ShortLinks {
     this.#prune()
     const code = randomBytes(16).toString('base64url')
     this.#add({ ...target, code, expires })
-    await this.#save()
+    try {
+      await this.#save()
+    } catch (err) {
+      // A link that could not be stored is not handed out: it would not survive a restart.
+      this.#delete(code)
+      throw err
+    }
     return code
   }
 
@@ -100,15 +106,22 @@ export class ShortLinks {
     }
   }
 
+  /** Rewrites the file atomically; one failed write never blocks the next, and leaves no temporary file. */
   #save (): Promise<void> {
     const snapshot = JSON.stringify([...this.#byCode.values()])
-    this.#writing = this.#writing.then(async () => {
+    const write = this.#writing.then(async () => {
       await mkdir(dirname(this.#file), { recursive: true })
       const temp = `${this.#file}.${randomBytes(4).toString('hex')}.tmp`
-      await writeFile(temp, snapshot, { mode: 0o600 })
-      await rename(temp, this.#file)
+      try {
+        await writeFile(temp, snapshot, { mode: 0o600 })
+        await rename(temp, this.#file)
+      } catch (err) {
+        await unlink(temp).catch(() => {})
+        throw err
+      }
     })
-    return this.#writing
+    this.#writing = write.catch(() => {})
+    return write
   }
 }
 

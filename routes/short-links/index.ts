@@ -12,7 +12,7 @@ export default async function shortLinkRoutes (fastify: FastifyInstance) {
     config: { limited: true }
   }, async function downloadByShortLink (request: FastifyRequest<{ Params: { code: string, filename: string } }>, reply) {
     const target = fastify.shortLinks.resolve(request.params.code)
-    if (target === undefined || ISO_FILENAMES[request.params.filename] !== target.type) {
+    if (target === undefined || ISO_FILENAMES.get(request.params.filename) !== target.type) {
       throw notFound('SHORT_LINK_NOT_FOUND', 'unknown or expired link')
     }
     await serveIso(fastify, reply, target)

@@ -313,6 +313,8 @@ class SharedBuffers {
     return Buffer.allocUnsafeSlow(cls)
   }
 
+  get largeInUse (): number { return this.#largeInUse }
+
   give (buffer: Buffer): void {
     if (buffer.length > MIN_CHUNK) this.#largeInUse -= buffer.length
     if (this.#idleBytes + buffer.length > IDLE_BUFFER_BYTES) return
@@ -324,6 +326,11 @@ class SharedBuffers {
 }
 
 const sharedBuffers = new SharedBuffers()
+
+/** Bytes of large read buffers lent to responses right now (0 when no image is being sent). */
+export function largeBuffersInUse (): number {
+  return sharedBuffers.largeInUse
+}
 
 function drained (sink: Writable): Promise<void> {
   return new Promise((resolve, reject) => {

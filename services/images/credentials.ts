@@ -1,5 +1,16 @@
 import type { Credential } from '../upstream/infra-env-source.ts'
 
+/**
+ * What an image (InfraEnv) id may look like wherever it comes from (a path, a
+ * token's claims): it becomes an upstream URL segment, a file name and a header
+ * value, so no dot segments, separators, controls or quotes.
+ */
+export const IMAGE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/
+
+export function isImageId (value: string): boolean {
+  return IMAGE_ID_PATTERN.test(value)
+}
+
 export interface CredentialSources {
   pathApiKey?: string
   pathToken?: string
@@ -28,9 +39,10 @@ export function pickCredential (sources: CredentialSources): Credential | undefi
 }
 
 /**
- * The image id in a JWT's payload (`sub`, else `infra_env_id`). The payload may
- * be base64url or standard base64, padded or not. The signature is not
- * checked here: assisted-service checks it when we forward the token.
+ * The image id in a JWT's payload (`sub`, else `infra_env_id`), when it is a
+ * valid image id. The payload may be base64url or standard base64, padded or
+ * not. The signature is not checked here: assisted-service checks it when we
+ * forward the token.
  */
 export function imageIdFromJwt (token: string): string | undefined {
   const parts = token.split('.')
@@ -41,7 +53,7 @@ export function imageIdFromJwt (token: string): string | undefined {
     const claims = JSON.parse(Buffer.from(payload, 'base64').toString('utf8')) as Record<string, unknown>
     for (const claim of ['sub', 'infra_env_id']) {
       const value = claims[claim]
-      if (typeof value === 'string' && value !== '') return value
+      if (typeof value === 'string' && value !== '') return isImageId(value) ? value : undefined
     }
   } catch {
     return undefined

@@ -50,11 +50,12 @@ function digest (data: Buffer): string {
   return value
 }
 
-export const ISO_FILENAMES: Record<string, IsoKind> = {
-  'full.iso': 'full-iso',
-  'minimal.iso': 'minimal-iso',
-  'disconnected.iso': 'disconnected-iso'
-}
+/** A Map, not an object: client input never reaches the prototype ("constructor", "__proto__"). */
+export const ISO_FILENAMES: ReadonlyMap<string, IsoKind> = new Map([
+  ['full.iso', 'full-iso'],
+  ['minimal.iso', 'minimal-iso'],
+  ['disconnected.iso', 'disconnected-iso']
+])
 
 export interface Deps { store: ImageStore, source: InfraEnvSource }
 

@@ -3,6 +3,7 @@ import type https from 'node:https'
 import got, { RequestError, TimeoutError } from 'got'
 import type { IsoKind } from '../coreos/customize.ts'
 import { DomainError } from '../errors.ts'
+import { isImageId } from '../images/credentials.ts'
 import { outboundAgents, type OutboundOptions } from '../http/agents.ts'
 import { parseKernelArguments, type Credential, type IgnitionAnswer, type InfraEnvSource } from './infra-env-source.ts'
 
@@ -12,6 +13,8 @@ export interface AssistedClientOptions extends Omit<OutboundOptions, 'insecureSk
   scheme: 'http' | 'https'
   host: string
   timeoutMs?: number
+  /** Largest Ignition or ramdisk body read (default 8 MiB); the infra-env document gets 1 MiB. */
+  maxBodyBytes?: number
   /** Called after every upstream call with the endpoint and the status (or 'error'). */
   onCall?: (endpoint: Endpoint, status: string) => void
 }
@@ -23,12 +26,14 @@ export class AssistedClient implements InfraEnvSource {
   readonly #base: string
   readonly #agents: { http: http.Agent, https: https.Agent }
   readonly #timeoutMs: number
+  readonly #maxBodyBytes: number
   readonly #onCall: AssistedClientOptions['onCall']
 
   constructor (options: AssistedClientOptions) {
     this.#base = `${options.scheme}://${options.host}`
     this.#agents = outboundAgents(options)
     this.#timeoutMs = options.timeoutMs ?? 60_000
+    this.#maxBodyBytes = options.maxBodyBytes ?? 8 << 20
     this.#onCall = options.onCall
   }
 
@@ -37,15 +42,19 @@ export class AssistedClient implements InfraEnvSource {
     this.#agents.https.destroy()
   }
 
-  async #get (endpoint: Endpoint, path: string, query: Record<string, string>, credential: Credential | undefined, signal?: AbortSignal) {
-    const url = new URL(`${this.#base}${path}`)
+  async #get (endpoint: Endpoint, imageId: string, suffix: string, query: Record<string, string>, credential: Credential | undefined, signal?: AbortSignal) {
+    // The id becomes a path segment: nothing but a valid id may reach it (no dot segments, no separators).
+    if (!isImageId(imageId)) throw new DomainError(404, 'IMG_BAD_ID', 'invalid image id')
+    const url = new URL(`${this.#base}${API}/${encodeURIComponent(imageId)}${suffix}`)
     for (const [k, v] of Object.entries(query)) url.searchParams.set(k, v)
     const headers: Record<string, string> = {}
     if (credential?.kind === 'api_key') url.searchParams.set('api_key', credential.value)
     if (credential?.kind === 'image_token') headers['Image-Token'] = credential.value
     if (credential?.kind === 'authorization') headers.Authorization = credential.value
+    const limit = endpoint === 'infra-env' ? 1 << 20 : this.#maxBodyBytes
+    let tooLarge = false
     try {
-      const response = await got(url, {
+      const request = got(url, {
         headers,
         agent: this.#agents,
         responseType: 'buffer',
@@ -56,10 +65,16 @@ export class AssistedClient implements InfraEnvSource {
         timeout: { connect: Math.min(10_000, this.#timeoutMs), request: this.#timeoutMs },
         ...(signal !== undefined ? { signal } : {})
       })
+      // Bounded memory whatever upstream sends: stop reading past the limit (declared or counted).
+      const stop = (): void => { tooLarge = true; request.cancel() }
+      request.on('response', (res: http.IncomingMessage) => { if (Number(res.headers['content-length'] ?? 0) > limit) stop() })
+      request.on('downloadProgress', ({ transferred }: { transferred: number }) => { if (transferred > limit) stop() })
+      const response = await request
       this.#onCall?.(endpoint, String(response.statusCode))
       return response
     } catch (err) {
-      this.#onCall?.(endpoint, 'error')
+      this.#onCall?.(endpoint, tooLarge ? 'too-large' : 'error')
+      if (tooLarge) throw new DomainError(502, 'UPSTREAM_TOO_LARGE', `assisted-service answered more than ${limit} bytes for ${endpoint}`)
       if (signal?.aborted === true) throw err
       if (err instanceof TimeoutError) throw new DomainError(504, 'UPSTREAM_TIMEOUT', 'assisted-service did not answer in time')
       if (err instanceof RequestError) throw new DomainError(502, 'UPSTREAM_UNREACHABLE', 'cannot reach assisted-service')
@@ -70,21 +85,21 @@ export class AssistedClient implements InfraEnvSource {
   async ignition (imageId: string, isoType: IsoKind | undefined, credential: Credential | undefined, signal?: AbortSignal): Promise<IgnitionAnswer> {
     const query: Record<string, string> = { file_name: 'discovery.ign' }
     if (isoType !== undefined) query.discovery_iso_type = isoType
-    const response = await this.#get('ignition', `${API}/${encodeURIComponent(imageId)}/downloads/files`, query, credential, signal)
+    const response = await this.#get('ignition', imageId, '/downloads/files', query, credential, signal)
     if (response.statusCode !== 200) throw upstreamStatus(response.statusCode, 'ignition')
     const lastModified = response.headers['last-modified'] !== undefined ? new Date(response.headers['last-modified']) : undefined
     return { data: response.body, ...(lastModified !== undefined && !Number.isNaN(lastModified.getTime()) ? { lastModified } : {}) }
   }
 
   async ramdisk (imageId: string, credential: Credential | undefined, signal?: AbortSignal): Promise<Buffer | undefined> {
-    const response = await this.#get('ramdisk', `${API}/${encodeURIComponent(imageId)}/downloads/minimal-initrd`, {}, credential, signal)
+    const response = await this.#get('ramdisk', imageId, '/downloads/minimal-initrd', {}, credential, signal)
     if (response.statusCode === 204) return undefined
     if (response.statusCode < 200 || response.statusCode > 299) throw upstreamStatus(response.statusCode, 'minimal-initrd')
     return response.body
   }
 
   async kernelArguments (imageId: string, credential: Credential | undefined, signal?: AbortSignal): Promise<string[]> {
-    const response = await this.#get('infra-env', `${API}/${encodeURIComponent(imageId)}`, {}, credential, signal)
+    const response = await this.#get('infra-env', imageId, '', {}, credential, signal)
     if (response.statusCode !== 200) throw upstreamStatus(response.statusCode, 'infra-env')
     let infraEnv: { kernel_arguments?: unknown }
     try {
