@@ -38,6 +38,10 @@ export interface ServerOptions {
 }
 
 function tuneServer (server: http.Server): void {
+  // Node closes CONNECT requests without a word when nobody listens: answer them like any other method.
+  server.on('connect', (_request: http.IncomingMessage, socket: import('node:stream').Duplex) => {
+    socket.end('HTTP/1.1 405 Method Not Allowed\r\nAllow: GET, HEAD\r\nContent-Length: 0\r\nConnection: close\r\n\r\n')
+  })
   server.headersTimeout = HEADERS_TIMEOUT_MS
   server.requestTimeout = REQUEST_TIMEOUT_MS
   server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS
