@@ -67,8 +67,9 @@ export class AssistedClient implements InfraEnvSource {
       })
       // Bounded memory whatever upstream sends: stop reading past the limit (declared or counted).
       const stop = (): void => { tooLarge = true; request.cancel() }
-      request.on('response', (res: http.IncomingMessage) => { if (Number(res.headers['content-length'] ?? 0) > limit) stop() })
-      request.on('downloadProgress', ({ transferred }: { transferred: number }) => { if (transferred > limit) stop() })
+      request.on('downloadProgress', ({ transferred, total }: { transferred: number, total?: number }) => {
+        if (transferred > limit || (total ?? 0) > limit) stop()
+      })
       const response = await request
       this.#onCall?.(endpoint, String(response.statusCode))
       return response
