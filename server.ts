@@ -1,5 +1,7 @@
 import Fastify, { LogController, type FastifyInstance } from 'fastify'
 import { readFileSync } from 'node:fs'
+import { mkdir, stat, unlink, writeFile } from 'node:fs/promises'
+import { join, resolve, sep } from 'node:path'
 import http from 'node:http'
 import https from 'node:https'
 import type { AddressInfo } from 'node:net'
@@ -135,6 +137,29 @@ export function handleShutdown (fastify: FastifyInstance, graceSeconds: number, 
   process.once('SIGINT', () => stop('SIGINT'))
 }
 
+/**
+ * DATA_DIR must be a directory we can write (it receives multi-GB downloads):
+ * tell the operator in one line at startup rather than failing later.
+ */
+export async function checkDataDir (dir: string): Promise<void> {
+  const probe = join(dir, `.write-check-${process.pid}`)
+  try {
+    // One level at a time: Node's recursive mkdir never returns under /proc.
+    const parts = resolve(dir).split(sep).filter(p => p !== '')
+    for (let i = 1; i <= parts.length; i++) {
+      const path = sep + parts.slice(0, i).join(sep)
+      const info = await stat(path).catch((err: NodeJS.ErrnoException) => { if (err.code === 'ENOENT') return undefined; throw err })
+      if (info === undefined) await mkdir(path)
+      else if (!info.isDirectory()) throw Object.assign(new Error('not a directory'), { code: 'ENOTDIR' })
+    }
+    await writeFile(probe, '')
+    await unlink(probe)
+  } catch (err) {
+    const { code, message } = err as NodeJS.ErrnoException
+    throw new Error(`DATA_DIR ${dir} is not a writable directory (${code ?? message})`)
+  }
+}
+
 async function main (): Promise<void> {
   let config: Config
   try {
@@ -146,7 +171,13 @@ async function main (): Promise<void> {
     }
     throw err
   }
-  if (config.demo) config = await prepareDemo(config)
+  try {
+    await checkDataDir(config.dataDir)
+    if (config.demo) config = await prepareDemo(config)
+  } catch (err) {
+    process.stderr.write(`assisted-image-service: ${(err as Error).message}\n`)
+    process.exit(1)
+  }
   const { fastify, mainPort, extraPort } = await startServer(config)
   fastify.log.info({ port: mainPort, httpPort: extraPort, tls: config.tls !== undefined }, 'listening')
   handleShutdown(fastify, config.shutdownGraceSeconds)

@@ -143,13 +143,17 @@ export function loadConfig (env: Env, cwd = process.cwd()): Config {
     }
   }
   const demo = osImagesVar === undefined && host === undefined
+  if (osImagesVar === undefined && (host !== undefined || value('INFRAENVS_DIR') !== undefined)) {
+    problems.push('OS_IMAGES: required when ASSISTED_SERVICE_HOST or INFRAENVS_DIR is set (the demo runs only with neither)')
+  }
   const infraEnvsDir = value('INFRAENVS_DIR')
   if (!demo && host === undefined && infraEnvsDir === undefined) {
     problems.push('ASSISTED_SERVICE_HOST: required unless INFRAENVS_DIR is set')
   }
 
   const dataDir = resolve(cwd, value('DATA_DIR') ?? 'data')
-  const baseUrl = value('IMAGE_SERVICE_BASE_URL') ?? `http://localhost:${listenPort}`
+  // With TLS on LISTEN_PORT, links and the minimal ISO's rootfs URL must say https.
+  const baseUrl = value('IMAGE_SERVICE_BASE_URL') ?? `${certFile !== undefined && keyFile !== undefined ? 'https' : 'http'}://localhost:${listenPort}`
   try {
     const url = new URL(baseUrl)
     if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error('scheme')

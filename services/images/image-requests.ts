@@ -108,7 +108,7 @@ export async function customizedIso (deps: Deps, params: { imageId: string, vers
   const image = customizedImages.get(template, { ignition: ignition.data, ...(ramdisk !== undefined ? { ramdisk } : {}), kargs })
   return {
     image,
-    lastModified: ignition.lastModified ?? new Date(),
+    lastModified: ignition.lastModified ?? prepared.lastModified,
     filename: params.type === 'disconnected-iso' ? `agent-ove.${params.arch}.iso` : `${params.imageId}-discovery.iso`
   }
 }
@@ -136,7 +136,7 @@ export async function pxeInitrdImage (deps: Deps, params: { imageId: string, ver
     // nmstatectl applies the static network configuration the ramdisk carries: without one it is not needed.
     ...(ramdisk !== undefined && needsNmstate(entry) && prepared.nmstate !== undefined ? { nmstate: prepared.nmstate } : {})
   })
-  return { image, lastModified: ignition.lastModified ?? new Date(), filename: `${params.imageId}-initrd.img` }
+  return { image, lastModified: ignition.lastModified ?? prepared.lastModified, filename: `${params.imageId}-initrd.img` }
 }
 
 /** s390x initrd.addrsize: the ISO's load address and the size of the PXE initrd the same parameters give. */

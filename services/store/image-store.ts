@@ -9,7 +9,7 @@ import { buildMinimalTemplate } from '../coreos/minimal-template.ts'
 import { findBootArtifacts, rangeImage, type BootArtifacts } from '../coreos/pxe.ts'
 import { IsoImage } from '../iso9660/reader.ts'
 import { ConcurrencyLimiter } from '../limiter.ts'
-import { download, type DownloadLog } from './download.ts'
+import { download, sleep, type DownloadLog } from './download.ts'
 import { extractNmstatectl } from './nmstate.ts'
 import {
   compareOpenshiftVersions, deduplicateEntries, entryKey, findEntry, isoFileName, nmstatectlFileName, type OsImageEntry, type OsImageType
@@ -95,7 +95,6 @@ export class ImageStore {
   readonly #states = new Map<string, State>()
   readonly #listeners: Array<(key: string, ready: boolean) => void> = []
   readonly #abort = new AbortController()
-  readonly #timers = new Set<NodeJS.Timeout>()
   readonly #downloads: ConcurrencyLimiter
   #tasks: Array<Promise<void>> = []
   #closed = false
@@ -150,7 +149,6 @@ export class ImageStore {
   async close (): Promise<void> {
     this.#closed = true
     this.#abort.abort(new Error('image store closing'))
-    for (const timer of this.#timers) clearTimeout(timer)
     await Promise.allSettled(this.#tasks)
     for (const state of this.#states.values()) {
       if (state.status === 'ready') {
@@ -209,11 +207,8 @@ export class ImageStore {
         const delay = Math.min(this.#timing.retryMaxMs, this.#timing.retryBaseMs * 2 ** failures) * (0.75 + Math.random() / 4)
         this.#log.error({ image: key, error: (err as Error).message, retryInMs: Math.round(delay) }, 'OS image not ready, will retry')
         this.#setState(key, { status: 'failed', error: (err as Error).message, failures: failures + 1 })
-        await new Promise<void>(resolve => {
-          const timer = setTimeout(() => { this.#timers.delete(timer); resolve() }, delay)
-          this.#timers.add(timer)
-          this.#abort.signal.addEventListener('abort', () => { clearTimeout(timer); resolve() }, { once: true })
-        })
+        // A retry wait ends early on close; its abort listener is removed either way (no leak per retry).
+        await sleep(delay, this.#abort.signal).catch(() => {})
       }
     }
   }
