@@ -116,7 +116,7 @@ export async function startServer (config: Config, options: ServerOptions & { ho
  * Stops accepting connections, lets in-flight responses finish for up to the
  * grace period, then exits 0.
  */
-export function handleShutdown (fastify: FastifyInstance, graceSeconds: number, exit: (code: number) => void = process.exit): void {
+export function handleShutdown (fastify: FastifyInstance, graceSeconds: number, exit: (code: number) => void = process.exit, extraServer?: http.Server): void {
   let stopping = false
   const stop = (signal: string): void => {
     if (stopping) return
@@ -125,6 +125,7 @@ export function handleShutdown (fastify: FastifyInstance, graceSeconds: number, 
     const timer = setTimeout(() => {
       fastify.log.warn('grace period over, closing remaining connections')
       fastify.server.closeAllConnections()
+      extraServer?.closeAllConnections()
       exit(0)
     }, graceSeconds * 1000)
     timer.unref()
@@ -178,9 +179,9 @@ async function main (): Promise<void> {
     process.stderr.write(`assisted-image-service: ${(err as Error).message}\n`)
     process.exit(1)
   }
-  const { fastify, mainPort, extraPort } = await startServer(config)
+  const { fastify, mainPort, extraPort, extraServer } = await startServer(config)
   fastify.log.info({ port: mainPort, httpPort: extraPort, tls: config.tls !== undefined }, 'listening')
-  handleShutdown(fastify, config.shutdownGraceSeconds)
+  handleShutdown(fastify, config.shutdownGraceSeconds, process.exit, extraServer)
   if (config.demo) process.stdout.write(demoInstructions(`${config.tls !== undefined ? 'https' : 'http'}://localhost:${mainPort}`))
 }
 

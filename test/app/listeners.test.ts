@@ -175,6 +175,22 @@ t.test('SIGTERM: stop accepting, finish in-flight responses, exit 0', async t =>
   t.equal(exitCode, 0)
 })
 
+t.test('SIGTERM: after the grace period the plain-HTTP listener\'s connections are closed too', async t => {
+  const streams: Readable[] = []
+  const { fastify, extraPort, extraServer } = await listen(t, { HTTP_LISTEN_PORT: '0' }, app => addSlowRoute(app, streams))
+  const stuck = startGet(`http://127.0.0.1:${extraPort}/slow/stuck`)
+  const res = await stuck.response
+  res.on('error', () => {}) // 'aborted' when the server cuts it: that is the point
+  res.resume()
+  let exitCode: number | undefined
+  handleShutdown(fastify, 0.3, code => { exitCode = code }, extraServer)
+  process.emit('SIGTERM')
+  const closed = await Promise.race([new Promise(resolve => res.on('close', () => resolve(true))), sleep(3000).then(() => false)])
+  t.ok(closed, 'the never-ending response on the extra port was cut at the end of the grace period')
+  t.equal(exitCode, 0)
+  for (const stream of streams) stream.push(null)
+})
+
 t.test('invalid configuration: exit 1 with one message listing every problem', async t => {
   const server = fileURLToPath(new URL('../../server.ts', import.meta.url))
   const dir = t.testdir()
