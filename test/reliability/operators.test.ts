@@ -58,3 +58,39 @@ t.test('retry waits leave no abort listener behind', async t => {
   controller.abort(new Error('closing'))
   await t.rejects(pending, /closing/)
 })
+
+t.test('SIGTERM with a download in flight: the download stops, nothing partial is left, exit 0', async t => {
+  const { default: http } = await import('node:http')
+  const { readdirSync } = await import('node:fs')
+  const { handleShutdown } = await import('../../server.ts')
+  const { listen } = await import('../helper.ts')
+  let requested = false
+  const mirror = http.createServer((_req, res) => {
+    requested = true
+    res.writeHead(200, { 'content-length': String(200 << 20) })
+    const timer = setInterval(() => res.write(Buffer.alloc(64 << 10)), 20)
+    res.on('close', () => clearInterval(timer))
+  })
+  await new Promise<void>(resolve => mirror.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>(resolve => { mirror.closeAllConnections(); mirror.close(() => resolve()) }))
+  const port = (mirror.address() as import('node:net').AddressInfo).port
+  const dataDir = join(t.testdir(), 'data')
+  const { fastify } = await listen(t, {
+    DATA_DIR: dataDir,
+    INFRAENVS_DIR: t.testdirName,
+    OS_IMAGES: JSON.stringify([{ openshift_version: '4.19', cpu_architecture: 'x86_64', url: `http://127.0.0.1:${port}/rhcos.iso`, version: '419.1' }])
+  })
+  for (let i = 0; i < 100 && !requested; i++) await new Promise(resolve => setTimeout(resolve, 20))
+  t.ok(requested, 'the download started')
+  await new Promise(resolve => setTimeout(resolve, 200))
+  const partial = readdirSync(join(dataDir, 'tmp')).filter(n => n.endsWith('.part'))
+  t.equal(partial.length, 1, 'a .part file is being written')
+  let exitCode: number | undefined
+  const started = Date.now()
+  handleShutdown(fastify, 10, code => { exitCode = code })
+  process.emit('SIGTERM')
+  for (let i = 0; i < 150 && exitCode === undefined; i++) await new Promise(resolve => setTimeout(resolve, 20))
+  t.equal(exitCode, 0, `exit 0 after ${Date.now() - started} ms, well inside the grace period`)
+  t.same(readdirSync(join(dataDir, 'tmp')).filter(n => n.endsWith('.part')), [], 'the partial download is removed')
+  t.same(readdirSync(dataDir).filter(n => n.endsWith('.iso')), [], 'and never became an image')
+})
