@@ -162,7 +162,12 @@ export function buildSystemArea (layout: HybridLayout): Buffer {
   return area
 }
 
-/** The backup GPT: entries then header, filling the last 33 sectors of the image. */
+/** Bytes of a backup GPT with `entryCount` 128-byte entries: the entry sectors, then the header sector. */
+export function gptBackupBytes (entryCount: number): number {
+  return (Math.ceil(entryCount * 128 / 512) + 1) * 512
+}
+
+/** The backup GPT: entries then header, filling the last sectors of the image (33 for the usual 128 entries). */
 export function buildBackupGpt (layout: HybridLayout): Buffer {
   const { header, entries } = buildGpt(layout, false)
   return Buffer.concat([entries, header])

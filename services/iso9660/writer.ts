@@ -4,7 +4,7 @@ import { buildBootCatalog, type BootEntry } from './el-torito.ts'
 import { FLAG } from './reader.ts'
 import { CE_ENTRY_LENGTH, ceEntry, erEntry, nmEntries, pxEntry, spEntry, tfEntry } from './rock-ridge.ts'
 import { compareIdentifiers, encodeUcs2, jolietName, uniquePrimaryName } from './names.ts'
-import { buildBackupGpt, buildSystemArea, SYSTEM_AREA_SIZE, type HybridLayout, type SystemArea } from './system-area.ts'
+import { buildBackupGpt, gptBackupBytes, buildSystemArea, SYSTEM_AREA_SIZE, type HybridLayout, type SystemArea } from './system-area.ts'
 
 /** Where a file's bytes come from: a buffer, or a byte range of a file on disk (never copied). */
 export type FileContent =
@@ -123,7 +123,6 @@ interface ContinuationBlob { data: Buffer, lba: number, offset: number, patch: (
 
 const MAX_EXTENT = 0xfffff800
 const HYBRID_ALIGN = 1 << 20
-const GPT_BACKUP_BYTES = 33 * 512
 
 /** Plans an ISO 9660 image as segments; file data stays where it is. */
 export async function planIso (root: IsoNode, options: IsoWriteOptions): Promise<LayoutPlan> {
@@ -278,8 +277,9 @@ export async function planIso (root: IsoNode, options: IsoWriteOptions): Promise
   push({ kind: 'zero', length: volumeSectors * SECTOR - position })
   let size = volumeSectors * SECTOR
   if (hybridLayout !== undefined) {
-    push({ kind: 'zero', length: hybridLayout.imageSize - size - (hybridLayout.gpt !== undefined ? GPT_BACKUP_BYTES : 0) })
-    if (hybridLayout.gpt !== undefined) push({ kind: 'buffer', data: buildBackupGpt(hybridLayout) })
+    const backup = hybridLayout.gpt !== undefined ? buildBackupGpt(hybridLayout) : undefined
+    push({ kind: 'zero', length: hybridLayout.imageSize - size - (backup?.length ?? 0) })
+    if (backup !== undefined) push({ kind: 'buffer', data: backup })
     size = hybridLayout.imageSize
   }
   return {
@@ -615,7 +615,7 @@ function hybrid (source: HybridSource, byPath: Map<string, File>, volumeSectors:
   if (mbr === undefined) return undefined
   const isoBytes = volumeSectors * SECTOR
   let imageSize = Math.ceil(isoBytes / HYBRID_ALIGN) * HYBRID_ALIGN
-  if (gpt !== undefined && imageSize - isoBytes < GPT_BACKUP_BYTES) imageSize += HYBRID_ALIGN
+  if (gpt !== undefined && imageSize - isoBytes < gptBackupBytes(gpt.entryCount)) imageSize += HYBRID_ALIGN
   const sourceVolume512 = source.volumeSectors * 4
   const sourceImage512 = source.imageSize / 512
   const remap = (start512: number, length512: number): { start: number, length: number } => {

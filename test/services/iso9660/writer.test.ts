@@ -144,3 +144,42 @@ t.test('a tree built from buffers: 8.3 collisions, long names, deep paths', { sk
   t.equal(image.primary.volumeSetId, 'rhcos-test-set')
   t.equal(image.lookup(`/${longName}`)?.size, 4)
 })
+
+t.test('a source GPT with other than 128 entries: the backup GPT and the padding add up to the plan size', async t => {
+  const { crc32 } = await import('node:zlib')
+  const { segmentLength } = await import('../../../services/compose/segment.ts')
+  const { writeFileSync } = await import('node:fs')
+  const dir = t.testdir()
+  const golden = [...goldenIsos(dir).values()]
+  let checked = 0
+  for (const source of golden) {
+    const probe = await IsoImage.open(source)
+    const hasGpt = probe.systemArea.gpt !== undefined
+    await probe.close()
+    if (!hasGpt) continue
+    for (const entryCount of [4, 64, 200]) {
+      const bytes = readFileSync(source)
+      const header = bytes.subarray(512, 1024)
+      header.writeUInt32LE(entryCount, 80)
+      header.writeUInt32LE(crc32(bytes.subarray(1024, 1024 + entryCount * 128)), 88)
+      header.writeUInt32LE(0, 16)
+      header.writeUInt32LE(crc32(header.subarray(0, 92)), 16)
+      const patched = `${dir}/gpt-${entryCount}.iso`
+      writeFileSync(patched, bytes)
+      const out = `${dir}/gpt-${entryCount}.out.iso`
+      const { image, plan } = await remaster(patched, out)
+      await image.close()
+      t.equal(plan.segments.reduce((sum, s) => sum + segmentLength(s), 0), plan.size, `${entryCount} entries: segments add up to the plan size`)
+      const written = readFileSync(out)
+      t.equal(written.length, plan.size)
+      const backup = written.subarray(written.length - 512)
+      t.equal(backup.toString('latin1', 0, 8), 'EFI PART', `${entryCount} entries: the backup header is the last sector`)
+      t.equal(backup.readUInt32LE(80), entryCount)
+      const entrySectors = Math.ceil(entryCount * 128 / 512)
+      t.equal(Number(backup.readBigUInt64LE(72)), written.length / 512 - 1 - entrySectors, 'its entries sit right before it')
+      t.equal(crc32(written.subarray(written.length - 512 - entrySectors * 512, written.length - 512 - entrySectors * 512 + entryCount * 128)), backup.readUInt32LE(88), 'entries CRC matches')
+      checked++
+    }
+  }
+  t.ok(checked >= 3, `${checked} remasters checked`)
+})
