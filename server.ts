@@ -63,6 +63,11 @@ export async function buildServer (config: Config, options: ServerOptions = {}):
     // plugins/metrics.ts writes the one log line per request (redacted, with bytes and duration).
     logController: new LogController({ disableRequestLogging: true }),
     connectionTimeout: 0,
+    // Fastify's own answer to an undecodable URL echoes the URL, credentials included: say less.
+    frameworkErrors: function frameworkError (error, _request, reply) {
+      const status = error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 400
+      void (reply as unknown as { code: (n: number) => { send: (body: unknown) => unknown } }).code(status).send({ code: 'BAD_URL', message: 'malformed request URL' })
+    },
     keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
     requestTimeout: REQUEST_TIMEOUT_MS,
     return503OnClosing: true,

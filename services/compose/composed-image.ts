@@ -190,9 +190,22 @@ export class ComposedImage {
   async writeTo (sink: Writable, start = 0, end = this.size): Promise<void> {
     checkRange(start, end, this.size)
     // Start large: the shared budget, not the first chunk, is what bounds memory for stalled clients.
-    let chunkSize = START_CHUNK
-    let inFlight = 0
-    let settled: (() => void) | undefined
+    const state: WriteState = { lent: new Set(), chunkSize: START_CHUNK, inFlight: 0, settled: undefined }
+    try {
+      await this.#writePieces(sink, start, end, state)
+    } catch (err) {
+      // A destroyed sink may never call back its pending writes (real sockets cancel them, other streams
+      // need not): once it has closed, nothing it holds is sent any more, so its buffers go back to the pool.
+      if (state.lent.size > 0 && sink.destroyed) {
+        if (!sink.closed) await new Promise<void>(resolve => { sink.once('close', () => resolve()) })
+        for (const release of [...state.lent]) release()
+      }
+      throw err
+    }
+  }
+
+  async #writePieces (sink: Writable, start: number, end: number, state: WriteState): Promise<void> {
+    let chunkSize = state.chunkSize
     for (const piece of this.pieces(start, end)) {
       const length = segmentLength(piece)
       for (let done = 0; done < length;) {
@@ -202,17 +215,23 @@ export class ComposedImage {
         let release: ((err?: Error | null) => void) | undefined
         if (piece.kind === 'file') {
           // At most two pooled buffers per stream: one being read, one being sent.
-          while (inFlight >= 2) await new Promise<void>(resolve => { settled = resolve })
+          while (state.inFlight >= 2) await new Promise<void>(resolve => { state.settled = resolve })
           const buffer = sharedBuffers.take(want)
           const size = Math.min(want, buffer.length)
-          inFlight++
-          release = () => {
+          state.inFlight++
+          let returned = false
+          const give = (): void => {
+            if (returned) return
+            returned = true
+            state.lent.delete(give)
             sharedBuffers.give(buffer)
-            inFlight--
-            const wake = settled
-            settled = undefined
+            state.inFlight--
+            const wake = state.settled
+            state.settled = undefined
             wake?.()
           }
+          state.lent.add(give)
+          release = give
           const fh = await this.pool.get(piece.path)
           let bytesRead: number
           try {
@@ -238,7 +257,7 @@ export class ComposedImage {
         }
       }
     }
-    while (inFlight > 0) await new Promise<void>(resolve => { settled = resolve })
+    while (state.inFlight > 0) await new Promise<void>(resolve => { state.settled = resolve })
   }
 
   /**
@@ -326,6 +345,14 @@ class SharedBuffers {
 }
 
 const sharedBuffers = new SharedBuffers()
+
+/** One writeTo call: chunk size, pooled buffers lent to the sink, and who waits for one to come back. */
+interface WriteState {
+  lent: Set<() => void>
+  chunkSize: number
+  inFlight: number
+  settled: (() => void) | undefined
+}
 
 /** Bytes of large read buffers lent to responses right now (0 when no image is being sent). */
 export function largeBuffersInUse (): number {

@@ -137,7 +137,8 @@ t.test('row 8: credentials are redacted by meaning, and no secret sent reaches a
 
 t.test('a corpus of 300+ malformed requests: no 5xx of ours, nothing over 10 s, well-formed answers', async t => {
   const { port, logs } = await service(t)
-  const token = jwt({ sub: ID })
+  const token = jwt({ sub: ID, nonce: 'corpus-secret-token' })
+  const apiKey = 'corpus-secret-api-key-0123456789'
   const paths = [
     iso(`byid/${ID}`), iso(`bytoken/${token}`), iso(`byapikey/${token}`), `/images/${ID}?version=${X86_VERSION}&type=full-iso`,
     `/images/${ID}/pxe-initrd?version=${X86_VERSION}`, `/boot-artifacts/kernel?version=${X86_VERSION}`, '/health', '/s/xxxxxxxxxxxxxxxxxxxxxx/full.iso'
@@ -163,15 +164,21 @@ t.test('a corpus of 300+ malformed requests: no 5xx of ours, nothing over 10 s, 
   for (const base of [`/images/${ID}`, `/images/${ID}/pxe-initrd`, `/images/${ID}/s390x-initrd-addrsize`, '/boot-artifacts/rootfs', '/boot-artifacts/toString']) {
     for (const query of queries) corpus.push(get(`${base}?${query}`))
   }
+  for (const path of paths.slice(0, 4)) {
+    corpus.push(get(`${path}${path.includes('?') ? '&' : '?'}api_key=${apiKey}`), get(`${path}${path.includes('?') ? '&' : '?'}api%5Fkey=${apiKey}`, 'HEAD'),
+      get(path, 'GET', `Authorization: Bearer ${apiKey}`), get(path, 'GET', `Image-Token: ${apiKey}`))
+  }
   corpus.push(get('*', 'OPTIONS'), get('/' + 'a/'.repeat(2000)), 'GET / HTTP/1.0', 'GARBAGE\r\n\r\n', `GET /health HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n`)
   t.ok(corpus.length >= 300, `${corpus.length} requests`)
   const statuses = new Map<number, number>()
+  const bodies: string[] = []
   let slowest = 0
   for (let i = 0; i < corpus.length; i += 8) {
     const answers = await Promise.all(corpus.slice(i, i + 8).map(async request => ({ request, res: await raw(port, request) })))
     for (const { request, res } of answers) {
       statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1)
       slowest = Math.max(slowest, res.ms)
+      bodies.push(res.head, res.body.slice(0, 4096))
       if (res.status >= 500 && res.status !== 502 && res.status !== 504) t.fail(`${res.status} for ${JSON.stringify(request.slice(0, 200))}: ${res.body.slice(0, 200)}`)
       const length = /\r\ncontent-length: (\S+)/i.exec(res.head)?.[1]
       if (length !== undefined && !/^\d+$/.test(length)) t.fail(`malformed content-length ${length}`)
@@ -180,5 +187,10 @@ t.test('a corpus of 300+ malformed requests: no 5xx of ours, nothing over 10 s, 
   }
   t.ok(slowest < 10_000, `slowest answer ${slowest} ms`)
   t.pass(`statuses: ${JSON.stringify(Object.fromEntries(statuses))}`)
-  t.notOk(logs.text.includes(token.split('.')[1]!), 'the token sent in the corpus is in no log line')
+  await new Promise(resolve => setTimeout(resolve, 100))
+  for (const secret of [token.split('.')[1]!, apiKey]) {
+    t.notOk(logs.text.includes(secret), `${secret.slice(0, 12)}…: in no log line`)
+    const leak = bodies.find(b => b.includes(secret))
+    t.notOk(leak, `${secret.slice(0, 12)}…: in no answer${leak !== undefined ? `: ${leak.slice(0, 600)}` : ''}`)
+  }
 })

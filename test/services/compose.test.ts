@@ -133,3 +133,19 @@ t.test('constant memory: a slow sink holds only a few chunks', async t => {
   await image.writeTo(sink)
   t.ok(peak <= 20 << 20, `at most ${(peak / 1048576).toFixed(0)} MiB in flight`)
 })
+
+t.test('writeTo on a sink that stalls and is then destroyed: it ends, and every shared buffer comes back', async t => {
+  const { largeBuffersInUse } = await import('../../services/compose/composed-image.ts')
+  const dir = t.testdir()
+  writeFileSync(`${dir}/big.bin`, randomBytes(32 << 20))
+  const image = await ComposedImage.fromSegments([{ kind: 'file', path: `${dir}/big.bin`, offset: 0, length: 32 << 20 }])
+  // A sink that accepts writes but never completes them: like a socket whose peer stopped reading.
+  const stalled = new Writable({ highWaterMark: 1 << 20, write (_chunk, _encoding, _callback) { /* never calls back */ } })
+  const writing = image.writeTo(stalled)
+  await new Promise(resolve => setTimeout(resolve, 100))
+  t.ok(largeBuffersInUse() > 0, 'buffers are lent while the write is pending')
+  stalled.destroy()
+  await t.rejects(writing, /sink closed|destroyed|Cannot call write/, 'writeTo ends instead of waiting forever')
+  await new Promise(resolve => setImmediate(resolve))
+  t.equal(largeBuffersInUse(), 0, 'the budget is whole again')
+})
