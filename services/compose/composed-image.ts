@@ -8,6 +8,19 @@ export const CHUNK = 1 << 20
 /** Opens each base file once and shares the handle among every image built on it. */
 export class FilePool {
   readonly #handles = new Map<string, Promise<FileHandle>>()
+  readonly #contentIds = new Map<string, string>()
+
+  /**
+   * Names a file by its content (a sha256) rather than by where it lies: ETags
+   * of images built on it then match on every replica that has the same bytes.
+   */
+  identify (path: string, contentId: string): void {
+    this.#contentIds.set(path, contentId)
+  }
+
+  contentId (path: string): string | undefined {
+    return this.#contentIds.get(path)
+  }
 
   get (path: string): Promise<FileHandle> {
     let handle = this.#handles.get(path)
@@ -53,7 +66,10 @@ export class ComposedImage {
     this.#patches = patches
   }
 
-  /** Builds an image; file segments are identified by path, size, mtime and inode for the ETag. */
+  /**
+   * Builds an image. For the ETag, a file segment is identified by its content
+   * id when the pool knows one, else by path, size, mtime and inode.
+   */
   static async fromSegments (segments: readonly Segment[], pool = new FilePool()): Promise<ComposedImage> {
     const hash = createHash('sha256')
     const versions = new Map<string, string>()
@@ -67,10 +83,11 @@ export class ComposedImage {
         if (version === undefined) {
           const s = await stat(segment.path, { bigint: true })
           if (BigInt(segment.offset + segment.length) > s.size) throw new RangeError(`segment past the end of ${segment.path}`)
-          version = `${s.size}:${s.mtimeNs}:${s.ino}:${s.dev}`
+          const contentId = pool.contentId(segment.path)
+          version = contentId !== undefined ? `c\0${contentId}` : `f\0${segment.path}\0${s.size}:${s.mtimeNs}:${s.ino}:${s.dev}`
           versions.set(segment.path, version)
         }
-        hash.update(`f\0${segment.path}\0${version}\0${segment.offset}\0${length}\n`)
+        hash.update(`${version}\0${segment.offset}\0${length}\n`)
       } else if (segment.kind === 'buffer') {
         hash.update(`b\0${length}\0`).update(segment.data).update('\n')
       } else {

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -7,12 +7,13 @@ import { fileTemplate, type IsoKind, type IsoTemplate } from '../coreos/customiz
 import { filesArchive } from '../coreos/ignition-archive.ts'
 import { buildMinimalTemplate } from '../coreos/minimal-template.ts'
 import { findBootArtifacts, rangeImage, type BootArtifacts } from '../coreos/pxe.ts'
+import { decDateTime } from '../iso9660/dates.ts'
 import { IsoImage } from '../iso9660/reader.ts'
 import { ConcurrencyLimiter } from '../limiter.ts'
 import { download, sleep, type DownloadLog } from './download.ts'
 import { extractNmstatectl } from './nmstate.ts'
 import {
-  compareOpenshiftVersions, deduplicateEntries, entryKey, findEntry, isoFileName, nmstatectlFileName, type OsImageEntry, type OsImageType
+  compareOpenshiftVersions, contentIdFileName, deduplicateEntries, entryKey, findEntry, isoFileName, nmstatectlFileName, type OsImageEntry, type OsImageType
 } from './os-image-entry.ts'
 import { validateIso } from './validate.ts'
 
@@ -179,6 +180,7 @@ export class ImageStore {
     for (const entry of this.entries) {
       keep.add(isoFileName(entry))
       keep.add(nmstatectlFileName(entry))
+      keep.add(contentIdFileName(entry))
     }
     for (const name of await readdir(this.#config.dataDir)) {
       if (keep.has(name)) continue
@@ -225,6 +227,8 @@ export class ImageStore {
     }
     const pool = new FilePool()
     try {
+      // Content, not location, names the ISO: every replica then gives the same ETags.
+      pool.identify(path, await this.#contentId(group, key, iso))
       const artifacts = await findBootArtifacts(iso)
       const { nmstate, nmstateError } = needsNmstate(group) ? await this.#nmstate(group, key, artifacts) : {}
       const templates: Partial<Record<IsoKind, IsoTemplate>> = {}
@@ -249,7 +253,8 @@ export class ImageStore {
         artifactImages,
         ...(nmstate !== undefined ? { nmstate } : {}),
         ...(nmstateError !== undefined ? { nmstateError } : {}),
-        lastModified: new Date(Math.floor(iso.identity.mtimeMs / 1000) * 1000),
+        // The ISO's own creation date, the same in every copy; the file's mtime only when it has none.
+        lastModified: decDateTime(iso.primary.created) ?? new Date(Math.floor(iso.identity.mtimeMs / 1000) * 1000),
         pool
       }
     } catch (err) {
@@ -309,12 +314,52 @@ export class ImageStore {
       const check = await IsoImage.open(temp)
       try { validateIso(check) } finally { await check.close() }
       await rename(temp, finalPath)
+      await this.#saveContentId(group, finalPath, sha256)
       await syncDirectory(this.#config.dataDir)
       this.#log.info({ image: key, bytes: size, seconds: Math.round((Date.now() - started) / 100) / 10 }, 'OS image downloaded')
     } finally {
       release()
       await unlink(temp).catch(() => {})
     }
+  }
+
+  /**
+   * The ISO's sha256, from its sidecar in DATA_DIR when that still describes
+   * the file (same size and mtime), else computed once and saved there.
+   */
+  async #contentId (group: OsImageEntry, key: string, iso: IsoImage): Promise<string> {
+    const sidecar = join(this.#config.dataDir, contentIdFileName(group))
+    const { size, mtimeMs } = iso.identity
+    const saved = await readFile(sidecar, 'utf8').then(text => JSON.parse(text) as { sha256?: unknown, size?: unknown, mtimeMs?: unknown }, () => undefined)
+    if (saved !== undefined && typeof saved.sha256 === 'string' && /^[0-9a-f]{64}$/.test(saved.sha256) && saved.size === size && saved.mtimeMs === mtimeMs) {
+      return saved.sha256
+    }
+    const started = performance.now()
+    const hash = createHash('sha256')
+    const fh = await open(iso.identity.path, 'r')
+    try {
+      const buffer = Buffer.allocUnsafe(4 << 20)
+      for (let offset = 0; offset < size;) {
+        const { bytesRead } = await fh.read(buffer, 0, Math.min(buffer.length, size - offset), offset)
+        if (bytesRead === 0) throw new Error(`${iso.identity.path} ended early`)
+        hash.update(buffer.subarray(0, bytesRead))
+        offset += bytesRead
+      }
+    } finally {
+      await fh.close()
+    }
+    const sha256 = hash.digest('hex')
+    this.#log.info({ image: key, ms: Math.round(performance.now() - started) }, 'OS image content hashed')
+    await this.#saveContentId(group, iso.identity.path, sha256)
+    return sha256
+  }
+
+  async #saveContentId (group: OsImageEntry, isoPath: string, sha256: string): Promise<void> {
+    const { size, mtimeMs } = await stat(isoPath)
+    const sidecar = join(this.#config.dataDir, contentIdFileName(group))
+    const temp = `${sidecar}.${randomBytes(4).toString('hex')}.part`
+    await writeFile(temp, JSON.stringify({ sha256, size, mtimeMs }))
+    await rename(temp, sidecar).catch(async (err: unknown) => { await unlink(temp).catch(() => {}); throw err })
   }
 
   /**

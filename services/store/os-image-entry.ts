@@ -153,6 +153,11 @@ export function isoFileName (entry: Pick<OsImageEntry, 'version' | 'cpuArchitect
   return `rhcos-${entry.type}-${entry.version}-${entry.cpuArchitecture}.iso`
 }
 
+/** The ISO's content id (sha256, with the size and mtime it describes) beside it in DATA_DIR. */
+export function contentIdFileName (entry: Pick<OsImageEntry, 'type' | 'version' | 'cpuArchitecture'>): string {
+  return `${isoFileName(entry)}.sha256`
+}
+
 export function nmstatectlFileName (entry: Pick<OsImageEntry, 'version' | 'cpuArchitecture'>): string {
   return `nmstatectl-${entry.version}-${entry.cpuArchitecture}`
 }

@@ -2,6 +2,7 @@ import t from 'tap'
 import { initrdFiles } from '../../services/cpio/reader.ts'
 import { filesArchive } from '../../services/coreos/ignition-archive.ts'
 import { IsoImage } from '../../services/iso9660/reader.ts'
+import { decDateTime } from '../../services/iso9660/dates.ts'
 import { routeIsos, S390X_VERSION, startService, X86_VERSION } from '../fixtures/service.ts'
 
 const ID = 'host-42'
@@ -38,7 +39,7 @@ t.test('boot artifacts: exact bytes, cacheable, no upstream', async t => {
   t.ok(res.rawPayload.equals(await iso.readFile(iso.lookup('/images/pxeboot/vmlinuz')!)))
   t.equal(res.headers['content-disposition'], 'attachment; filename=vmlinuz')
   t.equal(res.headers['cache-control'], 'public, max-age=86400')
-  t.equal(res.headers['last-modified'], new Date(Math.floor(iso.identity.mtimeMs / 1000) * 1000).toUTCString())
+  t.equal(res.headers['last-modified'], decDateTime(iso.primary.created)!.toUTCString(), 'the ISO\'s own creation date, not the file\'s mtime')
   const rootfs = await app.inject({ method: 'HEAD', url: `/boot-artifacts/rootfs?version=${X86_VERSION}` })
   t.equal(Number(rootfs.headers['content-length']), iso.lookup('/images/pxeboot/rootfs.img')!.size)
   t.equal(rootfs.headers['content-disposition'], 'attachment; filename=rootfs.img')
