@@ -1,7 +1,9 @@
 import fp from 'fastify-plugin'
 import { join } from 'node:path'
 import { Counter } from 'prom-client'
-import { ShortLinks, type LinkTarget } from '../services/short-links.ts'
+import { createHash } from 'node:crypto'
+import { FileLinkStore, RedisLinkStore, type LinkStore } from '../services/link-store.ts'
+import { migrateLegacyLinks, ShortLinks, type LinkTarget } from '../services/short-links.ts'
 import { METRIC_PREFIX } from './metrics.ts'
 
 declare module 'fastify' {
@@ -15,14 +17,25 @@ declare module 'fastify' {
   }
 }
 
-export const SHORT_LINKS_FILE = 'short-links.json'
+/** The embedded store's directory in DATA_DIR; earlier versions kept one JSON file. */
+export const SHORT_LINKS_DIR = 'short-links'
+const LEGACY_FILE = 'short-links.json'
 
 export default fp(async function shortLinksPlugin (fastify) {
-  const links = await ShortLinks.open(join(fastify.config.dataDir, SHORT_LINKS_FILE))
+  const { dataDir, redisUrl, shortLinkSecret } = fastify.config
+  const store: LinkStore = redisUrl !== undefined ? new RedisLinkStore(redisUrl.replace(/^valkey/, 'redis')) : new FileLinkStore(join(dataDir, SHORT_LINKS_DIR))
+  const links = new ShortLinks(store, shortLinkSecret !== undefined ? createHash('sha256').update(shortLinkSecret).digest() : undefined)
   const failures = new Counter({ name: `${METRIC_PREFIX}short_link_store_failures_total`, help: 'Short links not minted because their store could not be written', registers: [fastify.metricsRegistry] })
   const log = fastify.log.child({ component: 'short-links' })
   let failing = false
   fastify.decorate('shortLinks', links)
+  fastify.addHook('onClose', async function closeLinkStore () { await links.close() })
+  try {
+    const moved = await migrateLegacyLinks(join(dataDir, LEGACY_FILE), store)
+    if (moved > 0) log.info({ links: moved }, 'short links moved from short-links.json into the sealed store')
+  } catch (err) {
+    log.error({ error: (err as Error).message }, 'cannot move the links of short-links.json; they stay unavailable')
+  }
   fastify.decorate('mintShortLink', async function mintShortLink (target: LinkTarget, expires: number) {
     try {
       const code = await links.mint(target, expires)

@@ -26,6 +26,10 @@ export interface Config {
   maxConcurrentRequests: number
   requestQueueTimeoutSeconds: number
   upstreamCacheTtlSeconds: number
+  /** Valkey/Redis for short links (REDIS_URL or VALKEY_URL); unset: files in DATA_DIR. */
+  redisUrl?: string
+  /** Shared secret short-link codes derive from; unset: created once in the link store. */
+  shortLinkSecret?: string
   /** A response body that makes no progress this long is cut off (stalled clients hold slots and buffers). */
   sendIdleTimeoutSeconds: number
   /** Entries as configured (before deduplication). Empty in demo mode until the demo is prepared. */
@@ -161,6 +165,10 @@ export function loadConfig (env: Env, cwd = process.cwd()): Config {
     problems.push(`IMAGE_SERVICE_BASE_URL: must be an http(s) URL, got "${baseUrl}"`)
   }
 
+  const redisUrl = value('REDIS_URL') ?? value('VALKEY_URL')
+  if (redisUrl !== undefined && !/^(redis|rediss|valkey|valkeys):\/\//.test(redisUrl)) {
+    problems.push(`REDIS_URL: must be a redis:// or rediss:// URL, got "${redisUrl.replace(/\/\/[^@]*@/, '//…@')}"`)
+  }
   const allowedDomains = (value('ALLOWED_DOMAINS') ?? '').split(',').map(d => d.trim()).filter(d => d !== '')
 
   const config: Config = {
@@ -181,6 +189,8 @@ export function loadConfig (env: Env, cwd = process.cwd()): Config {
     maxConcurrentRequests: integer('MAX_CONCURRENT_REQUESTS', 400, 1),
     requestQueueTimeoutSeconds: integer('REQUEST_QUEUE_TIMEOUT', 60, 1),
     sendIdleTimeoutSeconds: integer('SEND_IDLE_TIMEOUT', 120, 1),
+    ...optional('redisUrl', redisUrl),
+    ...optional('shortLinkSecret', value('SHORT_LINK_SECRET')),
     upstreamCacheTtlSeconds: integer('UPSTREAM_CACHE_TTL', 30, 0),
     osImages,
     osImagesRequestHeaders: stringMap('OS_IMAGES_REQUEST_HEADERS'),

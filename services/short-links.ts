@@ -1,7 +1,6 @@
-import { createHash, randomBytes } from 'node:crypto'
-import { mkdir, readFile, rename, unlink, writeFile } from 'node:fs/promises'
-import { dirname } from 'node:path'
+import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes } from 'node:crypto'
 import type { IsoKind } from './coreos/customize.ts'
+import type { LinkStore } from './link-store.ts'
 import type { Credential } from './upstream/infra-env-source.ts'
 
 /** What a short link stands for: everything the long URL carried. */
@@ -14,119 +13,120 @@ export interface LinkTarget {
   type: IsoKind
 }
 
-interface StoredLink extends LinkTarget { code: string, expires: number }
-
-const MAX_LINKS = 50_000
+const CODE = /^[A-Za-z0-9_-]{22}$/
+const SALT = Buffer.from('assisted-image-service short link v1')
 
 /**
- * Short URLs for BMCs that reject long ones (iDRAC: 255 characters). Codes
- * are 128 random bits, minted once per target and kept until they expire,
- * across restarts (an atomically rewritten file, readable by the owner only,
- * since a link stands in for its credential).
+ * Short URLs for BMCs that reject long ones (iDRAC: 255 characters).
+ *
+ * - A code is derived from its target with a shared secret (HMAC), so every
+ *   replica mints the same code for the same target: no second link, no
+ *   coordination.
+ * - A link holds its credential, so the store never sees it in clear: the
+ *   record is sealed (AES-256-GCM) with a key derived from the code (HKDF),
+ *   and filed under a hash of the code. A copied store file or a Redis dump
+ *   opens nothing without the URL itself.
  */
 export class ShortLinks {
-  readonly #file: string
-  readonly #byCode = new Map<string, StoredLink>()
-  readonly #byTarget = new Map<string, string>()
-  #writing: Promise<void> = Promise.resolve()
+  readonly #store: LinkStore
+  #secret: Buffer | undefined
   readonly #now: () => number
 
-  private constructor (file: string, now: () => number) {
-    this.#file = file
+  /** Without a configured secret, the store's shared one is fetched on first use (and again after a failure). */
+  constructor (store: LinkStore, secret?: Buffer, now: () => number = Date.now) {
+    this.#store = store
+    this.#secret = secret
     this.#now = now
   }
 
-  static async open (file: string, now: () => number = Date.now): Promise<ShortLinks> {
-    const links = new ShortLinks(file, now)
-    try {
-      const stored = JSON.parse(await readFile(file, 'utf8')) as StoredLink[]
-      for (const link of Array.isArray(stored) ? stored : []) {
-        if (typeof link?.code === 'string' && typeof link.expires === 'number' && link.expires > now()) links.#add(link)
-      }
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
-        // A damaged file loses the links, never the service.
-        links.#byCode.clear()
-      }
-    }
-    return links
-  }
-
-  get size (): number { return this.#byCode.size }
-
-  #add (link: StoredLink): void {
-    this.#byCode.set(link.code, link)
-    this.#byTarget.set(targetKey(link), link.code)
-  }
-
-  #delete (code: string): void {
-    const link = this.#byCode.get(code)
-    if (link === undefined) return
-    this.#byCode.delete(code)
-    if (this.#byTarget.get(targetKey(link)) === code) this.#byTarget.delete(targetKey(link))
-  }
-
-  /** The code for a target: the existing one while valid, else a new one. */
+  /** The code for a target: the one every replica derives; stored until `expires` unless it already is. */
   async mint (target: LinkTarget, expires: number): Promise<string> {
-    const existing = this.#byTarget.get(targetKey(target))
-    const current = existing !== undefined ? this.#byCode.get(existing) : undefined
-    if (current !== undefined && current.expires > this.#now()) return current.code
-    if (existing !== undefined) this.#delete(existing)
-    this.#prune()
-    const code = randomBytes(16).toString('base64url')
-    this.#add({ ...target, code, expires })
-    try {
-      await this.#save()
-    } catch (err) {
-      // A link that could not be stored is not handed out: it would not survive a restart.
-      this.#delete(code)
-      throw err
-    }
+    this.#secret ??= await this.#store.secret()
+    const code = createHmac('sha256', this.#secret).update(targetKey(target)).digest('base64url').slice(0, 22)
+    const id = recordId(code)
+    const existing = await this.#open(code, id)
+    if (existing !== undefined) return code
+    await this.#store.put(id, seal(code, { target, expires }), expires)
     return code
   }
 
-  resolve (code: string): LinkTarget | undefined {
-    const link = this.#byCode.get(code)
-    if (link === undefined) return undefined
-    if (link.expires <= this.#now()) {
-      this.#delete(code)
-      return undefined
-    }
-    const { code: _code, expires: _expires, ...target } = link
-    return target
+  async resolve (code: string): Promise<LinkTarget | undefined> {
+    if (!CODE.test(code)) return undefined
+    return (await this.#open(code, recordId(code)))?.target
   }
 
-  #prune (): void {
-    const now = this.#now()
-    for (const [code, link] of this.#byCode) if (link.expires <= now) this.#delete(code)
-    // Bounded: the links closest to expiry go first.
-    if (this.#byCode.size >= MAX_LINKS) {
-      const oldest = [...this.#byCode.values()].sort((a, b) => a.expires - b.expires).slice(0, this.#byCode.size - MAX_LINKS + 1)
-      for (const link of oldest) this.#delete(link.code)
-    }
+  async #open (code: string, id: string): Promise<StoredLink | undefined> {
+    const record = await this.#store.get(id)
+    if (record === undefined) return undefined
+    const link = unseal(code, record)
+    if (link === undefined || link.expires <= this.#now()) return undefined
+    return link
   }
 
-  /** Rewrites the file atomically; one failed write never blocks the next, and leaves no temporary file. */
-  #save (): Promise<void> {
-    const snapshot = JSON.stringify([...this.#byCode.values()])
-    const write = this.#writing.then(async () => {
-      await mkdir(dirname(this.#file), { recursive: true })
-      const temp = `${this.#file}.${randomBytes(4).toString('hex')}.tmp`
-      try {
-        await writeFile(temp, snapshot, { mode: 0o600 })
-        await rename(temp, this.#file)
-      } catch (err) {
-        await unlink(temp).catch(() => {})
-        throw err
-      }
-    })
-    this.#writing = write.catch(() => {})
-    return write
+  async close (): Promise<void> {
+    await this.#store.close()
   }
 }
 
+interface StoredLink { target: LinkTarget, expires: number }
+
 function targetKey (target: LinkTarget): string {
-  return createHash('sha256').update([target.route, target.imageId, target.credential?.kind, target.credential?.value, target.version, target.arch, target.type].join('\0')).digest('base64url')
+  return [target.route, target.imageId, target.credential?.kind, target.credential?.value, target.version, target.arch, target.type].join('\0')
+}
+
+/** Where a link's record is filed: a hash of its code, which does not give the code back. */
+export function recordId (code: string): string {
+  return createHash('sha256').update(`short-link\0${code}`).digest('hex')
+}
+
+function keyFor (code: string): Buffer {
+  return Buffer.from(hkdfSync('sha256', code, SALT, 'aes-256-gcm key', 32))
+}
+
+/** iv (12) | tag (16) | ciphertext of the JSON record. */
+export function seal (code: string, link: StoredLink): Buffer {
+  const iv = randomBytes(12)
+  const cipher = createCipheriv('aes-256-gcm', keyFor(code), iv)
+  const body = Buffer.concat([cipher.update(JSON.stringify(link), 'utf8'), cipher.final()])
+  return Buffer.concat([iv, cipher.getAuthTag(), body])
+}
+
+function unseal (code: string, record: Buffer): StoredLink | undefined {
+  if (record.length < 29) return undefined
+  try {
+    const decipher = createDecipheriv('aes-256-gcm', keyFor(code), record.subarray(0, 12))
+    decipher.setAuthTag(record.subarray(12, 28))
+    const text = Buffer.concat([decipher.update(record.subarray(28)), decipher.final()]).toString('utf8')
+    const link = JSON.parse(text) as StoredLink
+    return typeof link?.expires === 'number' && typeof link.target?.imageId === 'string' ? link : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Links from the single JSON file of earlier versions (credentials in clear)
+ * move into the store, sealed under their own codes so their URLs keep
+ * working; the file is then deleted. Returns how many moved.
+ */
+export async function migrateLegacyLinks (file: string, store: LinkStore, now: () => number = Date.now): Promise<number> {
+  const { readFile, unlink } = await import('node:fs/promises')
+  let stored: unknown
+  try {
+    stored = JSON.parse(await readFile(file, 'utf8'))
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0
+    stored = []
+  }
+  let moved = 0
+  for (const entry of Array.isArray(stored) ? stored as Array<LinkTarget & { code?: unknown, expires?: unknown }> : []) {
+    const { code, expires, ...target } = entry
+    if (typeof code !== 'string' || !CODE.test(code) || typeof expires !== 'number' || expires <= now()) continue
+    await store.put(recordId(code), seal(code, { target, expires }), expires)
+    moved++
+  }
+  await unlink(file)
+  return moved
 }
 
 /** A JWT's `exp` in milliseconds, when it has one. */

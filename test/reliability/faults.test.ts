@@ -4,7 +4,7 @@ import t, { type Test } from 'tap'
 import { randomBytes } from 'node:crypto'
 import http from 'node:http'
 import net from 'node:net'
-import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { largeBuffersInUse } from '../../services/compose/composed-image.ts'
@@ -127,16 +127,17 @@ t.test('row 6 and upstream faults: each answered in bounded time with a clear st
 t.test('row 7: a short-link store that cannot be written never fails an ISO, and recovers', async t => {
   const dataDir = join(t.testdir(), 'data')
   const { app } = await startService(t, { isos, infraEnvs: { [ID]: { ignition: IGNITION } }, env: { DATA_DIR: dataDir } })
-  mkdirSync(join(dataDir, 'short-links.json'), { recursive: true })
+  mkdirSync(dataDir, { recursive: true })
+  writeFileSync(join(dataDir, 'short-links'), 'a file where the link store should be')
   const broken = await app.inject(`/byid/${ID}/${X86_VERSION}/x86_64/full.iso`)
   t.equal(broken.statusCode, 200, 'the ISO is served')
   t.equal(broken.headers.link, undefined, 'without a Link header')
-  t.same(readdirSync(dataDir).filter(n => n.includes('.tmp')), [], 'no temporary file holding credentials is left')
+  t.same(readdirSync(dataDir).filter(n => n.includes('.tmp')), [], 'no temporary file is left')
   const again = await app.inject(`/byid/${ID}/${X86_VERSION}/x86_64/minimal.iso`)
   t.equal(again.statusCode, 200)
   t.match((await app.inject('/metrics')).body, /assisted_image_service_short_link_store_failures_total 2/)
-  rmSync(join(dataDir, 'short-links.json'), { recursive: true })
+  rmSync(join(dataDir, 'short-links'))
   const recovered = await app.inject(`/byid/${ID}/${X86_VERSION}/x86_64/full.iso`)
   t.match(recovered.headers.link, /^<[^>]+\/s\/[A-Za-z0-9_-]{22}\/full\.iso>; rel="alternate"$/, 'the next write works again')
-  t.ok(existsSync(join(dataDir, 'short-links.json')))
+  t.ok(existsSync(join(dataDir, 'short-links', 'secret')))
 })

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { statSync } from 'node:fs'
+import { readdirSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
 import { jwt } from '../fixtures/fake-assisted.ts'
 import { routeIsos, startService, X86_VERSION } from '../fixtures/service.ts'
@@ -11,6 +11,7 @@ const isos = await routeIsos(t.testdir())
 t.test('a 250+ character /byapikey/ URL gets a short link that serves identical bytes', async t => {
   const base = 'https://assisted-image-service-mce.apps.ocp4.example.com'
   const dataDir = `${t.testdirName}-data`
+  rmSync(dataDir, { recursive: true, force: true })
   const { app, upstream } = await startService(t, { isos, infraEnvs: { [ID]: { ignition: IGNITION } }, env: { IMAGE_SERVICE_BASE_URL: base, DATA_DIR: dataDir } })
   const apiKey = jwt({ infra_env_id: ID, exp: Math.floor(Date.now() / 1000) + 3600, sub_claims: randomBytes(24).toString('hex') })
   const longUrl = `/byapikey/${apiKey}/${X86_VERSION}/x86_64/minimal.iso`
@@ -39,7 +40,12 @@ t.test('a 250+ character /byapikey/ URL gets a short link that serves identical 
   t.equal((await app.inject(longUrl)).headers.link, long.headers.link, 'minted once per target')
   t.equal((await app.inject(path.replace('minimal.iso', 'full.iso'))).statusCode, 404, 'the filename must match')
   t.equal((await app.inject(`/s/${'A'.repeat(22)}/minimal.iso`)).statusCode, 404, 'unknown code')
-  t.equal(statSync(`${dataDir}/short-links.json`).mode & 0o777, 0o600, 'stored readable by the owner only')
+  t.equal(statSync(`${dataDir}/short-links`).mode & 0o777, 0o700, 'the link store is the owner\'s only')
+  const records = readdirSync(`${dataDir}/short-links`).filter(n => /^[0-9a-f]{64}$/.test(n))
+  t.equal(records.length, 1, 'one sealed record')
+  t.equal(statSync(`${dataDir}/short-links/${records[0]}`).mode & 0o777, 0o600)
+  const stored = readFileSync(`${dataDir}/short-links/${records[0]}`, 'utf8')
+  t.notOk(stored.includes(apiKey) || stored.includes(ID) || records[0]!.includes(path.split('/')[2]!), 'neither the credential, the id nor the code is readable in the store')
 
   await app.close()
   const again = await startService(t, { isos, infraEnvs: { [ID]: { ignition: IGNITION } }, env: { IMAGE_SERVICE_BASE_URL: base, DATA_DIR: dataDir } })

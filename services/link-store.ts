@@ -1,0 +1,159 @@
+import { randomBytes } from 'node:crypto'
+import { link, mkdir, readdir, readFile, rename, unlink, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { Redis } from 'ioredis'
+
+/**
+ * Where sealed short-link records live: opaque bytes filed under an id, until
+ * an expiry. The first record stored under an id wins (every replica derives
+ * the same id and the same target for it).
+ */
+export interface LinkStore {
+  get (id: string): Promise<Buffer | undefined>
+  put (id: string, record: Buffer, expires: number): Promise<void>
+  /** A secret shared by every process that uses this store, created once. */
+  secret (): Promise<Buffer>
+  close (): Promise<void>
+}
+
+const ID = /^[0-9a-f]{64}$/
+const PRUNE_EVERY_MS = 10 * 60_000
+
+/**
+ * One small file per link under a directory in DATA_DIR (mode 0700, files
+ * 0600). Safe for many processes and for replicas sharing a volume: each link
+ * is written once to a temporary name and linked into place (the first one
+ * wins, nothing is rewritten), and expired files are removed lazily.
+ */
+export class FileLinkStore implements LinkStore {
+  readonly #dir: string
+  readonly #now: () => number
+  #lastPrune = 0
+
+  constructor (dir: string, now: () => number = Date.now) {
+    this.#dir = dir
+    this.#now = now
+  }
+
+  async get (id: string): Promise<Buffer | undefined> {
+    if (!ID.test(id)) return undefined
+    let text: string
+    try {
+      text = await readFile(join(this.#dir, id), 'utf8')
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+      throw err
+    }
+    const parsed = parseRecord(text)
+    if (parsed === undefined || parsed.expires <= this.#now()) return undefined
+    return parsed.record
+  }
+
+  async put (id: string, record: Buffer, expires: number): Promise<void> {
+    if (!ID.test(id)) throw new RangeError('invalid link id')
+    await mkdir(this.#dir, { recursive: true, mode: 0o700 })
+    const final = join(this.#dir, id)
+    const temp = join(this.#dir, `.${id}.${randomBytes(6).toString('hex')}.tmp`)
+    try {
+      await writeFile(temp, JSON.stringify({ expires, record: record.toString('base64') }), { mode: 0o600 })
+      try {
+        await link(temp, final)
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+        // Someone stored this id first; replace it only if it has expired.
+        const current = parseRecord(await readFile(final, 'utf8').catch(() => ''))
+        if (current === undefined || current.expires <= this.#now()) await rename(temp, final)
+      }
+    } finally {
+      await unlink(temp).catch(() => {})
+    }
+    await this.#prune()
+  }
+
+  async #prune (): Promise<void> {
+    const now = this.#now()
+    if (now - this.#lastPrune < PRUNE_EVERY_MS) return
+    this.#lastPrune = now
+    for (const name of await readdir(this.#dir).catch(() => [])) {
+      if (!ID.test(name)) continue
+      const parsed = parseRecord(await readFile(join(this.#dir, name), 'utf8').catch(() => ''))
+      if (parsed === undefined || parsed.expires <= now) await unlink(join(this.#dir, name)).catch(() => {})
+    }
+  }
+
+  async secret (): Promise<Buffer> {
+    await mkdir(this.#dir, { recursive: true, mode: 0o700 })
+    const path = join(this.#dir, 'secret')
+    const existing = await readFile(path, 'utf8').catch(() => undefined)
+    if (existing !== undefined && /^[0-9a-f]{64}$/.test(existing.trim())) return Buffer.from(existing.trim(), 'hex')
+    // Created once: linked into place, so two processes starting together agree on one.
+    const temp = `${path}.${randomBytes(6).toString('hex')}.tmp`
+    try {
+      await writeFile(temp, randomBytes(32).toString('hex'), { mode: 0o600 })
+      await link(temp, path).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'EEXIST') throw err })
+    } finally {
+      await unlink(temp).catch(() => {})
+    }
+    return Buffer.from((await readFile(path, 'utf8')).trim(), 'hex')
+  }
+
+  async close (): Promise<void> {}
+}
+
+function parseRecord (text: string): { expires: number, record: Buffer } | undefined {
+  try {
+    const value = JSON.parse(text) as { expires?: unknown, record?: unknown }
+    if (typeof value.expires !== 'number' || typeof value.record !== 'string') return undefined
+    return { expires: value.expires, record: Buffer.from(value.record, 'base64') }
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Valkey or Redis: the TTL lives in the server (SET … PX … NX), so nothing
+ * needs pruning, and every replica sees every link. Calls fail fast when the
+ * server is away (a one-second command timeout): the caller serves without a Link header.
+ */
+export class RedisLinkStore implements LinkStore {
+  readonly #client: Redis
+  readonly #prefix: string
+
+  constructor (url: string, prefix = 'assisted-image-service:short-link:') {
+    this.#client = new Redis(url, {
+      lazyConnect: true,
+      // Commands wait for a (re)connection at most this long, then fail: the caller degrades.
+      commandTimeout: 1000,
+      maxRetriesPerRequest: 1,
+      connectTimeout: 2000,
+      retryStrategy: attempt => Math.min(5000, 100 * 2 ** Math.min(attempt, 6))
+    })
+    // Errors surface on the calls; the client reconnects by itself.
+    this.#client.on('error', () => {})
+    this.#prefix = prefix
+    this.#client.connect().catch(() => {})
+  }
+
+  async get (id: string): Promise<Buffer | undefined> {
+    if (!ID.test(id)) return undefined
+    return (await this.#client.getBuffer(`${this.#prefix}${id}`)) ?? undefined
+  }
+
+  async put (id: string, record: Buffer, expires: number): Promise<void> {
+    if (!ID.test(id)) throw new RangeError('invalid link id')
+    const ttl = Math.max(1, Math.round(expires - Date.now()))
+    await this.#client.set(`${this.#prefix}${id}`, record, 'PX', ttl, 'NX')
+  }
+
+  async secret (): Promise<Buffer> {
+    const key = `${this.#prefix}secret`
+    await this.#client.set(key, randomBytes(32).toString('hex'), 'NX')
+    const value = await this.#client.get(key)
+    if (value === null || !/^[0-9a-f]{64}$/.test(value)) throw new Error('the short-link secret in Redis is not valid')
+    return Buffer.from(value, 'hex')
+  }
+
+  async close (): Promise<void> {
+    this.#client.disconnect()
+  }
+}
