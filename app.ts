@@ -4,7 +4,7 @@ import type { Config } from './services/config.ts'
 import { DomainError } from './services/errors.ts'
 import configPlugin from './plugins/config.ts'
 import readinessPlugin from './plugins/readiness.ts'
-import metricsPlugin from './plugins/metrics.ts'
+import metricsPlugin, { type MetricsOptions } from './plugins/metrics.ts'
 import plainHttpPlugin from './plugins/plain-http.ts'
 import underPressurePlugin from './plugins/under-pressure.ts'
 import corsPlugin from './plugins/cors.ts'
@@ -24,6 +24,7 @@ import shortLinkRoutes from './routes/short-links/index.ts'
 export interface AppOptions {
   config: Config
   imageStore?: ImageStoreOptions
+  metrics?: MetricsOptions
 }
 
 /** The root plugin: error and 404 handling, every decorator, then the routes. */
@@ -51,7 +52,7 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
 
   await fastify.register(configPlugin, { config: opts.config })
   await fastify.register(readinessPlugin)
-  await fastify.register(metricsPlugin)
+  await fastify.register(metricsPlugin, opts.metrics ?? {})
   await fastify.register(plainHttpPlugin)
   await fastify.register(corsPlugin)
   await fastify.register(underPressurePlugin)

@@ -11,6 +11,11 @@ import { ConfigError, loadConfig, processEnv, type Config } from './services/con
 import { redactUrl, REDACTED } from './services/redact.ts'
 import { demoInstructions, prepareDemo } from './services/demo.ts'
 import { markRestrictedPlainHttp } from './plugins/plain-http.ts'
+import cluster, { type Worker } from 'node:cluster'
+import { AggregatorRegistry, Registry } from 'prom-client'
+import { downloadMetrics } from './plugins/image-store.ts'
+import { followPrimary, isMessage, primaryMetrics, ServingBook, type ClusterMessage } from './services/cluster.ts'
+import { ImageStore } from './services/store/image-store.ts'
 
 /** Slowloris guard: a client must send its headers promptly; the body of a download is never cut. */
 const HEADERS_TIMEOUT_MS = 20_000
@@ -177,6 +182,12 @@ async function main (): Promise<void> {
     }
     throw err
   }
+  if (cluster.isWorker) {
+    // A worker serves what the primary prepares; the primary answered for DATA_DIR and the demo.
+    const { fastify } = await startServer(config, { app: { imageStore: { follower: followPrimary() }, metrics: { exposition: () => primaryMetrics() } } })
+    handleShutdown(fastify, config.shutdownGraceSeconds, process.exit, undefined)
+    return
+  }
   try {
     await checkDataDir(config.dataDir)
     if (config.demo) config = await prepareDemo(config)
@@ -184,10 +195,90 @@ async function main (): Promise<void> {
     process.stderr.write(`assisted-image-service: ${(err as Error).message}\n`)
     process.exit(1)
   }
+  const demoUrl = `${config.tls !== undefined ? 'https' : 'http'}://localhost:${config.listenPort}`
+  // Port 0 (tests) asks for a port of the OS's choosing: one process, so there is one such port.
+  if (config.workers > 1 && config.listenPort !== 0) {
+    await runPrimary(config)
+    if (config.demo) process.stdout.write(demoInstructions(demoUrl))
+    return
+  }
   const { fastify, mainPort, extraPort, extraServer } = await startServer(config)
   fastify.log.info({ port: mainPort, httpPort: extraPort, tls: config.tls !== undefined }, 'listening')
   handleShutdown(fastify, config.shutdownGraceSeconds, process.exit, extraServer)
   if (config.demo) process.stdout.write(demoInstructions(`${config.tls !== undefined ? 'https' : 'http'}://localhost:${mainPort}`))
+}
+
+/**
+ * WORKERS > 1: this process downloads, checks and prepares the OS images once
+ * (and tells the workers when each is ready), aggregates /metrics for them,
+ * replaces a worker that dies, and drains them all on SIGTERM. The workers
+ * share the listening ports and serve every request.
+ */
+async function runPrimary (config: Config): Promise<void> {
+  const log = createLogger(config).child({ role: 'primary' })
+  const registry = new Registry()
+  const store = new ImageStore({
+    config,
+    log: { info: (o, m) => log.info(o, m), warn: (o, m) => log.warn(o, m), error: (o, m) => log.error(o, m) },
+    metrics: { ...downloadMetrics(registry), readyChanged: () => {} }
+  })
+  const aggregator = new AggregatorRegistry()
+  // Workers see the configuration the primary settled on (the demo's images and InfraEnvs included).
+  const env: Record<string, string> = {
+    OS_IMAGES: JSON.stringify(config.osImages.map(e => ({ openshift_version: e.openshiftVersion, cpu_architecture: e.cpuArchitecture, url: e.url, version: e.version, type: e.type, ...(e.sha256 !== undefined ? { sha256: e.sha256 } : {}) }))),
+    ...(config.infraEnvsDir !== undefined ? { INFRAENVS_DIR: config.infraEnvsDir } : {})
+  }
+  const readyKeys = (): string[] => store.keys.filter(key => store.isReady(key))
+  const workers = (): Worker[] => Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined)
+  let stopping = false
+  const book = new ServingBook()
+  const broadcast = (message: ClusterMessage): void => { for (const worker of workers()) if (worker.isConnected()) worker.send(message) }
+  let serving = ''
+  const updateServing = (): void => {
+    const keys = book.serving(store.keys)
+    if (keys.join('\n') === serving) return
+    serving = keys.join('\n')
+    broadcast({ type: 'ais:serving', keys })
+  }
+  store.onChange(() => broadcast({ type: 'ais:ready', keys: readyKeys() }))
+  cluster.on('online', worker => {
+    book.worker(worker.id)
+    updateServing()
+    worker.send({ type: 'ais:ready', keys: readyKeys() } satisfies ClusterMessage)
+    worker.send({ type: 'ais:serving', keys: book.serving(store.keys) } satisfies ClusterMessage)
+  })
+  cluster.on('message', (worker, message: unknown) => {
+    if (!isMessage(message)) return
+    if (message.type === 'ais:prepared') { book.prepared(worker.id, message.key, message.ready); updateServing(); return }
+    if (message.type !== 'ais:metrics-request') return
+    void Promise.all([aggregator.clusterMetrics(), registry.metrics()]).then(
+      ([all, own]) => worker.send({ type: 'ais:metrics-response', id: message.id, text: `${all}\n${own}` } satisfies ClusterMessage),
+      (err: unknown) => log.error({ error: (err as Error).message }, 'cannot aggregate worker metrics'))
+  })
+  cluster.on('exit', (worker, code, signal) => {
+    book.gone(worker.id)
+    if (stopping) return
+    updateServing()
+    log.error({ worker: worker.id, code, signal }, 'worker died; starting another')
+    cluster.fork(env)
+  })
+  await store.start()
+  for (let i = 0; i < config.workers; i++) cluster.fork(env)
+  log.info({ workers: config.workers, port: config.listenPort, httpPort: config.httpListenPort }, 'listening')
+
+  const stop = (signal: string): void => {
+    if (stopping) return
+    stopping = true
+    log.info({ signal }, 'shutting down the workers')
+    const alive = workers()
+    const exited = Promise.all(alive.map(w => new Promise(resolve => { if (w.isDead()) resolve(undefined); else w.once('exit', resolve) })))
+    for (const worker of alive) worker.process.kill('SIGTERM')
+    const timer = setTimeout(() => { for (const w of workers()) w.process.kill('SIGKILL') }, (config.shutdownGraceSeconds + 5) * 1000)
+    timer.unref()
+    void exited.then(async () => { await store.close(); process.exit(0) })
+  }
+  process.once('SIGTERM', () => stop('SIGTERM'))
+  process.once('SIGINT', () => stop('SIGINT'))
 }
 
 if (import.meta.main) {

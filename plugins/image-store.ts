@@ -1,6 +1,7 @@
 import fp from 'fastify-plugin'
 import { Counter, Gauge } from 'prom-client'
-import { ImageStore, needsNmstate, type StoreTiming } from '../services/store/image-store.ts'
+import type { Registry } from 'prom-client'
+import { ImageStore, needsNmstate, type StoreFollower, type StoreMetrics, type StoreTiming } from '../services/store/image-store.ts'
 import { METRIC_PREFIX } from './metrics.ts'
 
 declare module 'fastify' {
@@ -12,18 +13,28 @@ declare module 'fastify' {
 export interface ImageStoreOptions {
   /** Faster retries for tests. */
   timing?: Partial<StoreTiming>
+  /** In a worker process: the primary prepares the images, this store opens them when told. */
+  follower?: StoreFollower
+}
+
+/** Download counters: in the process that downloads (the only one, or the cluster's primary). */
+export function downloadMetrics (registry: Registry): Pick<StoreMetrics, 'downloadedBytes' | 'downloadFailed'> {
+  const downloadedBytes = new Counter({ name: `${METRIC_PREFIX}os_image_download_bytes_total`, help: 'Bytes of OS images downloaded', registers: [registry] })
+  const failures = new Counter({ name: `${METRIC_PREFIX}os_image_download_failures_total`, help: 'Failed attempts to download or prepare an OS image', registers: [registry] })
+  return { downloadedBytes: n => downloadedBytes.inc(n), downloadFailed: () => failures.inc() }
 }
 
 export default fp<ImageStoreOptions>(async function imageStorePlugin (fastify, opts) {
   const registry = fastify.metricsRegistry
-  const downloadedBytes = new Counter({ name: `${METRIC_PREFIX}os_image_download_bytes_total`, help: 'Bytes of OS images downloaded', registers: [registry] })
-  const failures = new Counter({ name: `${METRIC_PREFIX}os_image_download_failures_total`, help: 'Failed attempts to download or prepare an OS image', registers: [registry] })
-  const ready = new Gauge({ name: `${METRIC_PREFIX}os_images_ready`, help: 'OS images ready to serve', registers: [registry] })
+  const downloads = opts.follower === undefined ? downloadMetrics(registry) : { downloadedBytes: () => {}, downloadFailed: () => {} }
+  // With worker processes the gauges are aggregated across workers: every worker holds the same value.
+  const ready = new Gauge({ name: `${METRIC_PREFIX}os_images_ready`, help: 'OS images ready to serve', registers: [registry], aggregator: 'max' })
   const nmstateMissing = new Gauge({
     name: `${METRIC_PREFIX}nmstatectl_missing`,
     help: 'OS images that need nmstatectl (OpenShift >= 4.18) but have none: static networking fails for them (1)',
     labelNames: ['version', 'arch'],
-    registers: [registry]
+    registers: [registry],
+    aggregator: 'max'
   })
   const log = fastify.log.child({ component: 'image-store' })
   const store = new ImageStore({
@@ -33,16 +44,17 @@ export default fp<ImageStoreOptions>(async function imageStorePlugin (fastify, o
       warn: (obj, msg) => log.warn(obj, msg),
       error: (obj, msg) => log.error(obj, msg)
     },
-    metrics: {
-      downloadedBytes: n => downloadedBytes.inc(n),
-      downloadFailed: () => failures.inc(),
-      readyChanged: count => ready.set(count)
-    },
-    ...(opts.timing !== undefined ? { timing: opts.timing } : {})
+    metrics: { ...downloads, readyChanged: count => ready.set(count) },
+    ...(opts.timing !== undefined ? { timing: opts.timing } : {}),
+    ...(opts.follower !== undefined ? { follower: opts.follower } : {})
   })
   for (const key of store.keys) fastify.readiness.register(key)
+  const { follower } = opts
+  // With workers, readiness is the cluster's: an image counts once every worker can serve it.
+  if (follower !== undefined) follower.onServing(keys => { for (const key of store.keys) fastify.readiness.set(key, keys.has(key)) })
   store.onChange((key, isReady) => {
-    fastify.readiness.set(key, isReady)
+    if (follower !== undefined) follower.reportPrepared(key, isReady)
+    else fastify.readiness.set(key, isReady)
     const image = store.get(key)
     if (image === undefined || !needsNmstate(image.entry)) return
     const missing = image.nmstate === undefined

@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import fastifyMetricsModule from 'fastify-metrics'
-import { Gauge, Histogram, Registry } from 'prom-client'
+import { AggregatorRegistry, Gauge, Histogram, Registry } from 'prom-client'
 import type { FastifyRequest } from 'fastify'
 import { redactUrl } from '../services/redact.ts'
 
@@ -25,13 +25,28 @@ function routeLabel (request: FastifyRequest): string {
  * Prometheus metrics on /metrics plus one JSON log line per request. Both
  * measure bytes from the socket, so an aborted download counts what was sent.
  */
-export default fp(async function metricsPlugin (fastify) {
+export interface MetricsOptions {
+  /** The exposition to serve instead of this process's registry (a worker asks the primary for all processes'). */
+  exposition?: () => Promise<string>
+}
+
+export default fp<MetricsOptions>(async function metricsPlugin (fastify, opts) {
   const registry = new Registry()
   fastify.decorate('metricsRegistry', registry)
+  if (opts.exposition !== undefined) {
+    // In a worker: constructing one installs prom-client's answer to the primary's requests.
+    void new AggregatorRegistry()
+    AggregatorRegistry.setRegistries([registry])
+  }
+  const exposition = opts.exposition ?? (() => registry.metrics())
+  fastify.get('/metrics', { config: { plainHttp: true } }, async function metrics (_request, reply) {
+    return await reply.type(registry.contentType).send(await exposition())
+  })
 
   await fastify.register(fastifyMetrics, {
     // fastify-metrics replaces the handler; the config lets /metrics answer on the plain-HTTP port too.
-    endpoint: { url: '/metrics', method: 'GET', exposeHeadRoute: false, config: { plainHttp: true }, handler: async () => undefined },
+    // /metrics is ours (below): with worker processes it shows every process, not the one that answers.
+    endpoint: null,
     defaultMetrics: { enabled: true, register: registry, prefix: METRIC_PREFIX },
     routeMetrics: {
       enabled: { histogram: true, summary: false },

@@ -1,3 +1,4 @@
+import { availableCpus } from './cluster.ts'
 import { accessSync, constants, existsSync, readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { parseOsImageEntries, type OsImageEntry } from './store/os-image-entry.ts'
@@ -26,6 +27,8 @@ export interface Config {
   maxConcurrentRequests: number
   requestQueueTimeoutSeconds: number
   upstreamCacheTtlSeconds: number
+  /** Processes serving requests; 1 keeps a single process. */
+  workers: number
   /** Valkey/Redis for short links (REDIS_URL or VALKEY_URL); unset: files in DATA_DIR. */
   redisUrl?: string
   /** Shared secret short-link codes derive from; unset: created once in the link store. */
@@ -189,6 +192,7 @@ export function loadConfig (env: Env, cwd = process.cwd()): Config {
     maxConcurrentRequests: integer('MAX_CONCURRENT_REQUESTS', 400, 1),
     requestQueueTimeoutSeconds: integer('REQUEST_QUEUE_TIMEOUT', 60, 1),
     sendIdleTimeoutSeconds: integer('SEND_IDLE_TIMEOUT', 120, 1),
+    workers: integer('WORKERS', availableCpus(), 1, 256),
     ...optional('redisUrl', redisUrl),
     ...optional('shortLinkSecret', value('SHORT_LINK_SECRET')),
     upstreamCacheTtlSeconds: integer('UPSTREAM_CACHE_TTL', 30, 0),

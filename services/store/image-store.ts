@@ -78,6 +78,19 @@ export interface PreparedImage {
   pool: FilePool
 }
 
+/**
+ * A store that prepares nothing itself: another process (the cluster's
+ * primary) downloads and checks the images; this one opens each when told.
+ */
+export interface StoreFollower {
+  /** Resolves once the leader has the image ready in DATA_DIR. */
+  ready (key: string): Promise<void>
+  /** Tells the leader whether this process can serve an image now. */
+  reportPrepared (key: string, ready: boolean): void
+  /** Calls `listener` with the images every process can serve, whenever that changes. */
+  onServing (listener: (keys: ReadonlySet<string>) => void): void
+}
+
 type State = { status: 'pending' | 'failed', error?: string, failures: number } | { status: 'ready', image: PreparedImage }
 
 /**
@@ -97,10 +110,12 @@ export class ImageStore {
   readonly #listeners: Array<(key: string, ready: boolean) => void> = []
   readonly #abort = new AbortController()
   readonly #downloads: ConcurrencyLimiter
+  readonly #follower: StoreFollower | undefined
   #tasks: Array<Promise<void>> = []
   #closed = false
 
-  constructor (options: { config: StoreConfig, log: StoreLog, metrics?: StoreMetrics, timing?: Partial<StoreTiming> }) {
+  constructor (options: { config: StoreConfig, log: StoreLog, metrics?: StoreMetrics, timing?: Partial<StoreTiming>, follower?: StoreFollower }) {
+    this.#follower = options.follower
     this.#config = options.config
     this.#log = options.log
     this.#metrics = options.metrics
@@ -133,6 +148,11 @@ export class ImageStore {
   /** Cleans DATA_DIR, then prepares every image in the background. */
   async start (): Promise<void> {
     await mkdir(this.#config.dataDir, { recursive: true })
+    if (this.#follower !== undefined) {
+      // DATA_DIR belongs to the leader: nothing is cleaned or downloaded here.
+      this.#tasks = this.groups.map(group => this.#prepareWithRetry(group))
+      return
+    }
     await rm(this.#config.dataTempDir, { recursive: true, force: true })
     await mkdir(this.#config.dataTempDir, { recursive: true })
     await this.#cleanup()
@@ -196,6 +216,9 @@ export class ImageStore {
 
   async #prepareWithRetry (group: OsImageEntry): Promise<void> {
     const key = entryKey(group)
+    if (this.#follower !== undefined) {
+      await Promise.race([this.#follower.ready(key), new Promise(resolve => this.#abort.signal.addEventListener('abort', resolve, { once: true }))])
+    }
     for (let failures = 0; !this.#closed; failures++) {
       try {
         const image = await this.#prepare(group, key)
@@ -218,9 +241,10 @@ export class ImageStore {
   async #prepare (group: OsImageEntry, key: string): Promise<PreparedImage> {
     const path = this.isoPath(group)
     const isFileUrl = new URL(group.url).protocol === 'file:'
-    let iso = await this.#openValid(path, key, !isFileUrl)
+    let iso = await this.#openValid(path, key, !isFileUrl && this.#follower === undefined)
     if (iso === undefined) {
       if (isFileUrl) throw new Error(`${path} is missing`)
+      if (this.#follower !== undefined) throw new Error(`${path} is missing; the primary process downloads it`)
       await this.#download(group, key, path)
       iso = await this.#openValid(path, key, false)
       if (iso === undefined) throw new Error('downloaded file vanished')
