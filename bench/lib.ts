@@ -87,12 +87,12 @@ export async function curlThroughput (url: string, clients: number): Promise<num
   return sizes.reduce((a, b) => a + b, 0) / ((performance.now() - started) / 1000)
 }
 
-/** Random 256 KiB Range requests over `connections` keep-alive connections for `seconds`. */
-export async function rangeRate (url: string, size: number, connections: number, seconds: number): Promise<number> {
+/** Random Range requests of `rangeBytes` (256 KiB by default) over `connections` keep-alive connections for `seconds`. */
+export async function rangeRate (url: string, size: number, connections: number, seconds: number, rangeBytes = 262144): Promise<number> {
   if (has('wrk')) {
-    const script = `${CACHE}range.lua`
+    const script = `${CACHE}range-${rangeBytes}.lua`
     const { writeFileSync } = await import('node:fs')
-    writeFileSync(script, `math.randomseed(42)\nrequest = function()\n  local s = math.random(0, ${size - 262144})\n  return wrk.format("GET", nil, { Range = "bytes=" .. s .. "-" .. (s + 262143) })\nend\n`)
+    writeFileSync(script, `math.randomseed(42)\nrequest = function()\n  local s = math.random(0, ${size - rangeBytes})\n  return wrk.format("GET", nil, { Range = "bytes=" .. s .. "-" .. (s + ${rangeBytes - 1}) })\nend\n`)
     // Asynchronously: a fake assisted-service may live in this process and must keep answering.
     const result = await new Promise<{ stdout: string, stderr: string }>(resolve => {
       const child = spawn('wrk', ['-t', '2', '-c', String(connections), '-d', `${seconds}s`, '-s', script, url])
@@ -112,9 +112,9 @@ export async function rangeRate (url: string, size: number, connections: number,
   const deadline = performance.now() + seconds * 1000
   await Promise.all(Array.from({ length: connections }, async () => {
     while (performance.now() < deadline) {
-      const start = Math.floor(Math.random() * (size - 262144))
+      const start = Math.floor(Math.random() * (size - rangeBytes))
       await new Promise<void>((resolve, reject) => {
-        http.get(url, { agent, headers: { range: `bytes=${start}-${start + 262143}` } }, res => {
+        http.get(url, { agent, headers: { range: `bytes=${start}-${start + rangeBytes - 1}` } }, res => {
           res.on('data', () => {})
           res.on('end', () => { done++; resolve() })
         }).on('error', reject)

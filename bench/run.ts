@@ -1,7 +1,7 @@
 // Benchmarks, on demand: `npm run bench [-- section...]`. Sections: nmstate, iso, compose, minimal, service.
 // Every number is printed next to an anchor measured in the same run on the same machine.
 import { spawnSync, type ChildProcess } from 'node:child_process'
-import { createReadStream, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { createReadStream, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import os from 'node:os'
@@ -123,10 +123,20 @@ async function fakeAssisted () {
   return { host: `127.0.0.1:${(server.address() as AddressInfo).port}`, calls: () => calls, close: () => server.close() }
 }
 
-function peakRss (pid: number): number {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8')
-  return Number(/VmHWM:\s+(\d+) kB/.exec(status)![1]) * 1024
+/** A process and its children (the primary and its workers). */
+function processTree (pid: number): number[] {
+  const children = readdirSync('/proc').filter(n => /^\d+$/.test(n)).filter(n => {
+    try { return readFileSync(`/proc/${n}/stat`, 'utf8').replace(/^.*\) /, '').split(' ')[1] === String(pid) } catch { return false }
+  }).map(Number)
+  return [pid, ...children]
 }
+
+function rss (pid: number, field: 'VmRSS' | 'VmHWM' = 'VmRSS'): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8')
+  return Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(status)![1]) * 1024
+}
+
+const mib = (bytes: number): string => `${(bytes / 2 ** 20).toFixed(0)} MiB`
 
 if (want('service')) {
   process.stdout.write('Service over HTTP on 127.0.0.1\n')
@@ -143,6 +153,11 @@ if (want('service')) {
   const ours = startProcess(process.execPath, [`${ROOT}server.ts`], env)
   await waitFor(`http://127.0.0.1:${port}/health`)
   line('process start to /health 200 (file:// image, 1 GiB; target < 1 s)', ms(performance.now() - t0))
+  await new Promise(resolve => setTimeout(resolve, 1000))
+  const tree = processTree(ours.pid!)
+  const workerRss = tree.slice(1).map(pid => rss(pid))
+  line(`processes: 1 primary + ${tree.length - 1} workers (WORKERS default: the CPUs)`, `primary ${mib(rss(tree[0]!))}`)
+  if (workerRss.length > 0) line('idle RSS per worker after start-up (target < 100 MiB)', workerRss.map(mib).join(', '))
   const id = '0b9f3a56-2d1e-4c8a-9f1b-3e5d7c9a1b2c'
   const url = `http://127.0.0.1:${port}/byid/${id}/${version}/x86_64/full.iso`
 
@@ -181,10 +196,14 @@ if (want('service')) {
     const mine = await curlThroughput(url, clients)
     const go = measured.get('goserve (Go original path)')
     for (const [name, value] of measured) line(`full ISO, ${clients} client(s): ${name}`, gbps(value))
-    line(`full ISO, ${clients} client(s): assisted-image-service (target >= 1.0x goserve)`, `${gbps(mine)} ${ratio(mine, go)}`)
+    line(`full ISO, ${clients} client(s): assisted-image-service (target >= ${clients === 1 ? '1.2' : '1.3'}x goserve)`, `${gbps(mine)} ${ratio(mine, go)}`)
   }
   const size = isoSize
   const goAnchor = anchors.find(a => a.name.startsWith('goserve'))
+  const goSmall = goAnchor !== undefined ? await rangeRate(goAnchor.url, size, 8, 8, 65536) : undefined
+  if (goSmall !== undefined) line('random 64 KiB ranges, 8 conns: goserve', `${goSmall.toFixed(0)} req/s`)
+  const ourSmall = await rangeRate(url, size, 8, 8, 65536)
+  line('random 64 KiB ranges, 8 conns: ours (target >= 1.6x goserve)', `${ourSmall.toFixed(0)} req/s ${ratio(ourSmall, goSmall)}`)
   const goRate = goAnchor !== undefined ? await rangeRate(goAnchor.url, size, 16, 8) : undefined
   if (goRate !== undefined) line('random 256 KiB ranges, 16 conns: goserve', `${goRate.toFixed(0)} req/s`)
   const ourRate = await rangeRate(url, size, 16, 8)
@@ -207,7 +226,7 @@ if (want('service')) {
     await new Promise<void>(resolve => http.get(bootUrl, { agent, headers: { range: `bytes=${start}-${start + 65535}` } }, res => { res.resume(); res.on('end', resolve) }))
   }
   agent.destroy()
-  line('upstream calls for one simulated BMC boot (HEAD + 500 ranges; target <= 3)', String(upstream.calls() - before))
+  line(`upstream calls for one simulated BMC boot (HEAD + 500 ranges; target <= 3 per worker, ${Math.max(1, tree.length - 1)} workers)`, String(upstream.calls() - before))
 
   const sockets: http.ClientRequest[] = []
   for (let i = 0; i < 200; i++) {
@@ -216,7 +235,8 @@ if (want('service')) {
     sockets.push(req)
   }
   await new Promise(resolve => setTimeout(resolve, 3000))
-  line('peak RSS with 200 slow clients on full ISOs (target < 200 MiB)', `${(peakRss(ours.pid!) / 2 ** 20).toFixed(0)} MiB`)
+  const all = processTree(ours.pid!)
+  line(`RSS of all ${all.length} processes with 200 stalled full-ISO clients (target < 256 MiB)`, mib(all.reduce((sum, pid) => sum + rss(pid), 0)))
   for (const s of sockets) s.destroy()
 
   ours.kill('SIGTERM')

@@ -15,6 +15,7 @@ export interface LinkTarget {
 
 const CODE = /^[A-Za-z0-9_-]{22}$/
 const SALT = Buffer.from('assisted-image-service short link v1')
+const MAX_KNOWN = 10_000
 
 /**
  * Short URLs for BMCs that reject long ones (iDRAC: 255 characters).
@@ -31,6 +32,8 @@ export class ShortLinks {
   readonly #store: LinkStore
   #secret: Buffer | undefined
   readonly #now: () => number
+  /** Links this process minted or opened: a BMC's thousands of Range requests cost no store round trip. */
+  readonly #known = new Map<string, StoredLink>()
 
   /** Without a configured secret, the store's shared one is fetched on first use (and again after a failure). */
   constructor (store: LinkStore, secret?: Buffer, now: () => number = Date.now) {
@@ -43,24 +46,33 @@ export class ShortLinks {
   async mint (target: LinkTarget, expires: number): Promise<string> {
     this.#secret ??= await this.#store.secret()
     const code = createHmac('sha256', this.#secret).update(targetKey(target)).digest('base64url').slice(0, 22)
-    const id = recordId(code)
-    const existing = await this.#open(code, id)
-    if (existing !== undefined) return code
-    await this.#store.put(id, seal(code, { target, expires }), expires)
+    if (await this.#open(code) !== undefined) return code
+    const link = { target, expires }
+    await this.#store.put(recordId(code), seal(code, link), expires)
+    this.#remember(code, link)
     return code
   }
 
   async resolve (code: string): Promise<LinkTarget | undefined> {
     if (!CODE.test(code)) return undefined
-    return (await this.#open(code, recordId(code)))?.target
+    return (await this.#open(code))?.target
   }
 
-  async #open (code: string, id: string): Promise<StoredLink | undefined> {
-    const record = await this.#store.get(id)
+  async #open (code: string): Promise<StoredLink | undefined> {
+    const known = this.#known.get(code)
+    if (known !== undefined && known.expires > this.#now()) return known
+    this.#known.delete(code)
+    const record = await this.#store.get(recordId(code))
     if (record === undefined) return undefined
     const link = unseal(code, record)
     if (link === undefined || link.expires <= this.#now()) return undefined
+    this.#remember(code, link)
     return link
+  }
+
+  #remember (code: string, link: StoredLink): void {
+    this.#known.set(code, link)
+    if (this.#known.size > MAX_KNOWN) this.#known.delete(this.#known.keys().next().value!)
   }
 
   async close (): Promise<void> {
