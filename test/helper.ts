@@ -1,3 +1,4 @@
+import { createServer, type AddressInfo } from 'node:net'
 import { Writable } from 'node:stream'
 import type { Test } from 'tap'
 import { loadConfig, type Env } from '../services/config.ts'
@@ -38,4 +39,13 @@ export async function listen (t: Test, env: Env = {}, prepare?: ServerOptions['p
   t.after(() => started.fastify.close())
   const scheme = config.tls !== undefined ? 'https' : 'http'
   return { ...started, config, logs, url: `${scheme}://127.0.0.1:${started.mainPort}` }
+}
+
+/** A TCP port free on 127.0.0.1 right now (for processes the test starts itself). */
+export async function freePort (): Promise<number> {
+  const server = createServer()
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  const port = (server.address() as AddressInfo).port
+  await new Promise<void>(resolve => server.close(() => resolve()))
+  return port
 }

@@ -13,14 +13,7 @@ export function decodeLz4Block (input: Uint8Array, outSize: number, partial: boo
   while (ip < end) {
     const token = input[ip++]!
     let literals = token >>> 4
-    if (literals === 15) {
-      let b: number
-      do {
-        if (ip >= end) throw new CompressionError('lz4: truncated literal length')
-        b = input[ip++]!
-        literals += b
-      } while (b === 255)
-    }
+    if (literals === 15) [literals, ip] = extendedLength(input, ip, literals, 'literal')
     if (ip + literals > end) throw new CompressionError('lz4: literals run past the input')
     if (op + literals > outSize) {
       if (!partial) throw new CompressionError('lz4: output exceeds the expected size')
@@ -37,14 +30,7 @@ export function decodeLz4Block (input: Uint8Array, outSize: number, partial: boo
     ip += 2
     if (offset === 0 || offset > op) throw new CompressionError('lz4: match offset outside the output')
     let length = (token & 15) + 4
-    if ((token & 15) === 15) {
-      let b: number
-      do {
-        if (ip >= end) throw new CompressionError('lz4: truncated match length')
-        b = input[ip++]!
-        length += b
-      } while (b === 255)
-    }
+    if ((token & 15) === 15) [length, ip] = extendedLength(input, ip, length, 'match')
     if (op + length > outSize) {
       if (!partial) throw new CompressionError('lz4: output exceeds the expected size')
       length = outSize - op
@@ -59,4 +45,17 @@ export function decodeLz4Block (input: Uint8Array, outSize: number, partial: boo
     if (op === outSize && partial) return out
   }
   return out.subarray(0, op)
+}
+
+/** A length continued in bytes of 255 until a smaller one; returns it and the position after it. */
+function extendedLength (input: Uint8Array, at: number, initial: number, what: string): [number, number] {
+  let length = initial
+  let ip = at
+  let b: number
+  do {
+    if (ip >= input.length) throw new CompressionError(`lz4: truncated ${what} length`)
+    b = input[ip++]!
+    length += b
+  } while (b === 255)
+  return [length, ip]
 }

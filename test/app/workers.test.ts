@@ -3,22 +3,14 @@
 import t from 'tap'
 import { spawn } from 'node:child_process'
 import http from 'node:http'
-import { createServer, type AddressInfo } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { readdirSync, readFileSync } from 'node:fs'
 import { availableCpus } from '../../services/cluster.ts'
+import { freePort } from '../helper.ts'
 
 const SERVER = fileURLToPath(new URL('../../server.ts', import.meta.url))
 const ID = '6f7d5b1e-4a2c-4e8b-9d3f-0a1b2c3d4e5f'
 const VERSION = '9.6.20250101-0'
-
-async function freePort (): Promise<number> {
-  const server = createServer()
-  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
-  const port = (server.address() as AddressInfo).port
-  await new Promise<void>(resolve => server.close(() => resolve()))
-  return port
-}
 
 t.test('two workers: readiness, aggregated metrics, shared short links, SIGTERM drains the workers', async t => {
   const port = await freePort()

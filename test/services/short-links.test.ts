@@ -1,11 +1,12 @@
 import t, { type Test } from 'tap'
 import { spawn, type ChildProcess } from 'node:child_process'
-import { createServer, type AddressInfo } from 'node:net'
+import { createServer } from 'node:net'
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { FileLinkStore, RedisLinkStore } from '../../services/link-store.ts'
 import { migrateLegacyLinks, ShortLinks, type LinkTarget } from '../../services/short-links.ts'
 import { missingTools } from '../fixtures/tools.ts'
+import { freePort } from '../helper.ts'
 import { routeIsos, startService, X86_VERSION } from '../fixtures/service.ts'
 
 const SECRET_KEY = 'api-key-that-must-never-be-readable-in-the-store'
@@ -60,14 +61,6 @@ t.test('short-links.json of earlier versions moves into the sealed store, and it
   t.notOk(readdirSync(dir).includes('short-links.json'), 'the file with credentials in clear is gone')
   t.equal(await migrateLegacyLinks(join(dir, 'short-links.json'), store), 0, 'nothing to do the second time')
 })
-
-async function freePort (): Promise<number> {
-  const server = createServer()
-  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
-  const port = (server.address() as AddressInfo).port
-  await new Promise<void>(resolve => server.close(() => resolve()))
-  return port
-}
 
 async function startRedis (t: Test): Promise<{ url: string, stop: () => Promise<void> }> {
   const port = await freePort()
