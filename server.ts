@@ -184,8 +184,8 @@ async function main (): Promise<void> {
   }
   if (cluster.isWorker) {
     // A worker serves what the primary prepares; the primary answered for DATA_DIR and the demo.
-    const { fastify } = await startServer(config, { app: { imageStore: { follower: followPrimary() }, metrics: { exposition: () => primaryMetrics() } } })
-    handleShutdown(fastify, config.shutdownGraceSeconds, process.exit, undefined)
+    const { fastify, extraServer } = await startServer(config, { app: { imageStore: { follower: followPrimary() }, metrics: { exposition: () => primaryMetrics() } } })
+    handleShutdown(fastify, config.shutdownGraceSeconds, process.exit, extraServer)
     return
   }
   try {
