@@ -16,6 +16,7 @@ import { AggregatorRegistry, Registry } from 'prom-client'
 import { downloadMetrics } from './plugins/image-store.ts'
 import { followPrimary, isMessage, primaryMetrics, ServingBook, type ClusterMessage } from './services/cluster.ts'
 import { ImageStore } from './services/store/image-store.ts'
+import { LARGE_BUFFER_BUDGET, setReadBufferBudget } from './services/compose/composed-image.ts'
 
 /** Slowloris guard: a client must send its headers promptly; the body of a download is never cut. */
 const HEADERS_TIMEOUT_MS = 20_000
@@ -184,6 +185,8 @@ async function main (): Promise<void> {
   }
   if (cluster.isWorker) {
     // A worker serves what the primary prepares; the primary answered for DATA_DIR and the demo.
+    // The read-buffer budget bounds the whole service's memory, so the workers share it.
+    setReadBufferBudget(Math.floor(LARGE_BUFFER_BUDGET / config.workers))
     const { fastify, extraServer } = await startServer(config, { app: { imageStore: { follower: followPrimary() }, metrics: { exposition: () => primaryMetrics() } } })
     handleShutdown(fastify, config.shutdownGraceSeconds, process.exit, extraServer)
     return

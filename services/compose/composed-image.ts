@@ -316,9 +316,9 @@ export class ComposedImage {
 
 const MIN_CHUNK = 128 << 10
 const START_CHUNK = 1 << 20
-const LARGE_BUFFER_BUDGET = 48 << 20
+/** Bytes of large read buffers the whole service may lend at once, split between its worker processes. */
+export const LARGE_BUFFER_BUDGET = 48 << 20
 const MAX_CHUNK = 4 << 20
-const IDLE_BUFFER_BYTES = 24 << 20
 const FAST_DRAIN_MS = 20
 
 /**
@@ -339,7 +339,7 @@ class SharedBuffers {
   take (size: number): Buffer {
     let cls = MIN_CHUNK
     while (cls < size) cls *= 2
-    if (cls > MIN_CHUNK && this.#largeInUse + cls > LARGE_BUFFER_BUDGET) cls = MIN_CHUNK
+    if (cls > MIN_CHUNK && this.#largeInUse + cls > this.budget) cls = MIN_CHUNK
     if (cls > MIN_CHUNK) this.#largeInUse += cls
     const buffer = this.#free.get(cls)?.pop()
     if (buffer !== undefined) {
@@ -351,9 +351,12 @@ class SharedBuffers {
 
   get largeInUse (): number { return this.#largeInUse }
 
+  /** Large buffers this process may lend at once (idle ones kept: half of it). */
+  budget = LARGE_BUFFER_BUDGET
+
   give (buffer: Buffer): void {
     if (buffer.length > MIN_CHUNK) this.#largeInUse -= buffer.length
-    if (this.#idleBytes + buffer.length > IDLE_BUFFER_BYTES) return
+    if (this.#idleBytes + buffer.length > this.budget / 2) return
     let list = this.#free.get(buffer.length)
     if (list === undefined) { list = []; this.#free.set(buffer.length, list) }
     list.push(buffer)
@@ -369,6 +372,11 @@ interface WriteState {
   chunkSize: number
   inFlight: number
   settled: (() => void) | undefined
+}
+
+/** This process's share of the read-buffer budget (a worker gets LARGE_BUFFER_BUDGET / WORKERS). */
+export function setReadBufferBudget (bytes: number): void {
+  sharedBuffers.budget = Math.max(MAX_CHUNK, bytes)
 }
 
 /** Bytes of large read buffers lent to responses right now (0 when no image is being sent). */
