@@ -94,7 +94,9 @@ export class FileLinkStore implements LinkStore {
     } finally {
       await unlink(temp).catch(() => {})
     }
-    return Buffer.from((await readFile(path, 'utf8')).trim(), 'hex')
+    const stored = (await readFile(path, 'utf8')).trim()
+    if (!/^[0-9a-f]{64}$/.test(stored)) throw new Error(`${path} is not a valid short-link secret; remove it to create a new one`)
+    return Buffer.from(stored, 'hex')
   }
 
   async close (): Promise<void> {}

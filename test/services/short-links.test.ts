@@ -34,6 +34,11 @@ t.test('embedded store: replicas sharing DATA_DIR mint one link per target and r
   t.equal(await new ShortLinks(new FileLinkStore(dir)).resolve(codes[0]!), undefined, 'a damaged record opens nothing elsewhere (and throws nothing)')
 })
 
+t.test('a damaged secret file is refused, never used as a weak key', async t => {
+  const dir = t.testdir({ secret: 'not hex at all' })
+  await t.rejects(new ShortLinks(new FileLinkStore(dir)).mint(target('host-9'), hour()), /is not a valid short-link secret/)
+})
+
 t.test('links expire, and an expired link is minted again', async t => {
   const dir = t.testdir()
   let now = 1_000_000
