@@ -1,5 +1,5 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { customizedIso, ISO_FILENAMES, type Served } from '../services/images/image-requests.ts'
+import { customizedIso, ISO_FILENAME_OF, ISO_FILENAMES, type Served } from '../services/images/image-requests.ts'
 import { notFound } from '../services/errors.ts'
 import { jwtExpiry, type LinkTarget } from '../services/short-links.ts'
 import { IMAGE_ID_PATTERN, pickCredential } from '../services/images/credentials.ts'
@@ -79,7 +79,7 @@ export async function serveIso (fastify: FastifyInstance, reply: FastifyReply, t
   const served = await customizedIso(deps, { ...target, signal: clientSignal(reply) })
   const expires = expiresAt ?? Date.now() + fastify.config.shortLinkTtlSeconds * 1000
   const code = await fastify.mintShortLink(target, expires)
-  const filename = [...ISO_FILENAMES].find(([, type]) => type === target.type)![0]
+  const filename = ISO_FILENAME_OF.get(target.type)!
   if (code !== undefined) reply.header('link', `<${fastify.config.imageServiceBaseUrl}/s/${code}/${filename}>; rel="alternate"`)
   await sendServed(reply, served)
 }

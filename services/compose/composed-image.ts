@@ -207,7 +207,7 @@ export class ComposedImage {
   async writeTo (sink: Writable, start = 0, end = this.size): Promise<void> {
     checkRange(start, end, this.size)
     // Start large: the shared budget, not the first chunk, is what bounds memory for stalled clients.
-    const state: WriteState = { lent: new Set(), chunkSize: START_CHUNK, inFlight: 0, settled: undefined }
+    const state: WriteState = { lent: new Set(), inFlight: 0, settled: undefined }
     try {
       await this.#writePieces(sink, start, end, state)
     } catch (err) {
@@ -222,7 +222,7 @@ export class ComposedImage {
   }
 
   async #writePieces (sink: Writable, start: number, end: number, state: WriteState): Promise<void> {
-    let chunkSize = state.chunkSize
+    let chunkSize = START_CHUNK
     for (const piece of this.pieces(start, end)) {
       const length = segmentLength(piece)
       for (let done = 0; done < length;) {
@@ -366,10 +366,9 @@ class SharedBuffers {
 
 const sharedBuffers = new SharedBuffers()
 
-/** One writeTo call: chunk size, pooled buffers lent to the sink, and who waits for one to come back. */
+/** One writeTo call: pooled buffers lent to the sink, and who waits for one to come back. */
 interface WriteState {
   lent: Set<() => void>
-  chunkSize: number
   inFlight: number
   settled: (() => void) | undefined
 }

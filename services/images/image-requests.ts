@@ -57,6 +57,9 @@ export const ISO_FILENAMES: ReadonlyMap<string, IsoKind> = new Map([
   ['disconnected.iso', 'disconnected-iso']
 ])
 
+/** The file name each kind of ISO is served under (the inverse of ISO_FILENAMES). */
+export const ISO_FILENAME_OF: ReadonlyMap<IsoKind, string> = new Map([...ISO_FILENAMES].map(([name, kind]) => [kind, name]))
+
 export interface Deps { store: ImageStore, source: InfraEnvSource }
 
 export interface Served { image: ComposedImage, lastModified: Date, filename: string, cacheControl?: string }

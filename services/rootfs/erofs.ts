@@ -150,7 +150,6 @@ export class ErofsFilesystem implements ReadOnlyFilesystem {
     }
     const sbSize = 128 + head[13]! * 16
     if (SUPER_OFFSET + sbSize > Math.max(blockSize, SUPER_OFFSET + 128) || sbSize > 1024) throw new FilesystemError('erofs: invalid superblock size')
-    const sb = await source.read(SUPER_OFFSET, Math.max(sbSize, 144) <= source.length - SUPER_OFFSET ? Math.max(sbSize, 144) : sbSize, 'erofs superblock')
     if ((head.readUInt32LE(8) & COMPAT_SB_CHKSUM) !== 0) {
       const length = blockSize > SUPER_OFFSET ? blockSize - SUPER_OFFSET : blockSize
       const block = Buffer.from(await source.read(SUPER_OFFSET, length, 'erofs superblock'))
@@ -158,7 +157,8 @@ export class ErofsFilesystem implements ReadOnlyFilesystem {
       block.writeUInt32LE(0, 4)
       if (crc32c(0xFFFFFFFF, block) !== stored) throw new FilesystemError('erofs: superblock checksum mismatch')
     }
-    const fs = new ErofsFilesystem(source, sb.length >= 144 ? sb : Buffer.concat([sb, Buffer.alloc(144 - sb.length)]))
+    // Every field this reader uses lies in the first 128 bytes.
+    const fs = new ErofsFilesystem(source, head)
     if (fs.#packedNid !== 0) fs.#packed = await fs.inode(fs.#packedNid)
     return fs
   }
