@@ -55,7 +55,9 @@ async function replicas (t: Test, env: (i: number) => Record<string, string>) {
   }
   for (const port of ports) await until(`replica ${port}`, async () => (await fetch(`http://127.0.0.1:${port}/health`)).status === 200)
   mkdirSync(join(dir, 'nginx', 'cache'), { recursive: true })
-  writeFileSync(join(dir, 'nginx', 'nginx.conf'), `daemon off; worker_processes 1; pid ${dir}/nginx/pid; error_log ${dir}/nginx/error.log;
+  // As root, nginx's workers would drop to "nobody", who cannot reach a checkout under a private (0700) directory.
+  const user = process.getuid?.() === 0 ? 'user root;' : ''
+  writeFileSync(join(dir, 'nginx', 'nginx.conf'), `${user} daemon off; worker_processes 1; pid ${dir}/nginx/pid; error_log ${dir}/nginx/error.log;
 events { worker_connections 256; }
 http {
   access_log off;
