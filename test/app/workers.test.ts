@@ -17,7 +17,7 @@ t.test('two workers: readiness, aggregated metrics, shared short links, SIGTERM 
   const dir = t.testdir()
   const child = spawn(process.execPath, [SERVER], {
     cwd: dir,
-    env: { PATH: process.env.PATH, WORKERS: '2', LISTEN_PORT: String(port), DATA_DIR: `${dir}/data`, LOG_LEVEL: 'warn' },
+    env: { PATH: process.env.PATH, WORKERS: '2', LISTEN_PORT: String(port), DATA_DIR: `${dir}/data`, LOG_LEVEL: 'warn', MAX_EVENT_LOOP_DELAY_MS: '0' },
     stdio: ['ignore', 'pipe', 'pipe']
   })
   let output = ''
