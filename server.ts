@@ -1,41 +1,23 @@
-import Fastify, { LogController, type FastifyInstance } from 'fastify'
+import type { FastifyInstance } from 'fastify'
+import cluster from 'node:cluster'
 import { readFileSync } from 'node:fs'
 import { mkdir, stat, unlink, writeFile } from 'node:fs/promises'
+import module from 'node:module'
 import { join, resolve, sep } from 'node:path'
 import http from 'node:http'
 import https from 'node:https'
 import type { AddressInfo } from 'node:net'
-import { pino, type DestinationStream, type Logger } from 'pino'
-import { appPlugin, type AppOptions } from './app.ts'
+import type { Logger } from 'pino'
+import type { AppOptions } from './app.ts'
 import { ConfigError, loadConfig, processEnv, type Config } from './services/config.ts'
-import { redactUrl, REDACTED } from './services/redact.ts'
-import { demoInstructions, prepareDemo } from './services/demo.ts'
-import { markRestrictedPlainHttp } from './plugins/plain-http.ts'
-import cluster, { type Worker } from 'node:cluster'
-import { AggregatorRegistry, Registry } from 'prom-client'
-import { downloadMetrics } from './plugins/image-store.ts'
-import { followPrimary, isMessage, primaryMetrics, ServingBook, type ClusterMessage } from './services/cluster.ts'
-import { ImageStore } from './services/store/image-store.ts'
-import { LARGE_BUFFER_BUDGET, setReadBufferBudget } from './services/compose/composed-image.ts'
+import { createLogger } from './services/logger.ts'
+
+export { createLogger }
 
 /** Slowloris guard: a client must send its headers promptly; the body of a download is never cut. */
 const HEADERS_TIMEOUT_MS = 20_000
 const REQUEST_TIMEOUT_MS = 60_000
 const KEEP_ALIVE_TIMEOUT_MS = 65_000
-
-export function createLogger (config: Pick<Config, 'logLevel'>, destination?: DestinationStream): Logger {
-  return pino({
-    level: config.logLevel,
-    redact: {
-      paths: ['req.headers.authorization', 'req.headers["image-token"]', 'headers.authorization', 'headers["image-token"]'],
-      censor: REDACTED
-    },
-    serializers: {
-      req: (req: { method?: string, url?: string }) => ({ method: req.method, url: redactUrl(req.url ?? '') }),
-      err: pino.stdSerializers.err
-    }
-  }, destination)
-}
 
 export interface ServerOptions {
   logger?: Logger
@@ -64,6 +46,10 @@ function tuneServer (server: http.Server): void {
 export async function buildServer (config: Config, options: ServerOptions = {}): Promise<{ fastify: FastifyInstance, extraServer?: http.Server }> {
   let extraServer: http.Server | undefined
   const { tls, httpListenPort, listenPort } = config
+  // Loaded here, not at the top: a cluster's primary never serves HTTP and need not hold the HTTP stack.
+  const [{ default: Fastify, LogController }, { appPlugin }, { markRestrictedPlainHttp }] = await Promise.all([
+    import('fastify'), import('./app.ts'), import('./plugins/plain-http.ts')
+  ])
   const fastify = Fastify({
     loggerInstance: options.logger ?? createLogger(config),
     // plugins/metrics.ts writes the one log line per request (redacted, with bytes and duration).
@@ -172,7 +158,20 @@ export async function checkDataDir (dir: string): Promise<void> {
   }
 }
 
+/**
+ * Node keeps the modules it compiled (TypeScript already stripped) in a cache
+ * directory: a process that finds them there never loads the TypeScript
+ * stripper, about 30 MiB of every process's memory. NODE_COMPILE_CACHE picks
+ * the directory (the container image ships one filled at build time); else
+ * Node's default under the temporary directory. Returns the directory, for the workers.
+ */
+function useCompileCache (): string | undefined {
+  const { directory } = module.enableCompileCache()
+  return directory
+}
+
 async function main (): Promise<void> {
+  const compileCache = useCompileCache()
   let config: Config
   try {
     config = loadConfig(processEnv())
@@ -184,104 +183,38 @@ async function main (): Promise<void> {
     throw err
   }
   if (cluster.isWorker) {
+    const [{ followPrimary, primaryMetrics }, { LARGE_BUFFER_BUDGET, setReadBufferBudget }] = await Promise.all([
+      import('./services/cluster.ts'), import('./services/compose/composed-image.ts')
+    ])
     // A worker serves what the primary prepares; the primary answered for DATA_DIR and the demo.
     // The read-buffer budget bounds the whole service's memory, so the workers share it.
     setReadBufferBudget(Math.floor(LARGE_BUFFER_BUDGET / config.workers))
     const { fastify, extraServer } = await startServer(config, { app: { imageStore: { follower: followPrimary() }, metrics: { exposition: () => primaryMetrics() } } })
     handleShutdown(fastify, config.shutdownGraceSeconds, process.exit, extraServer)
+    module.flushCompileCache()
     return
   }
+  const demo = config.demo ? await import('./services/demo.ts') : undefined
   try {
     await checkDataDir(config.dataDir)
-    if (config.demo) config = await prepareDemo(config)
+    if (demo !== undefined) config = await demo.prepareDemo(config)
   } catch (err) {
     process.stderr.write(`assisted-image-service: ${(err as Error).message}\n`)
     process.exit(1)
   }
-  const demoUrl = `${config.tls !== undefined ? 'https' : 'http'}://localhost:${config.listenPort}`
+  const scheme = config.tls !== undefined ? 'https' : 'http'
   // Port 0 (tests) asks for a port of the OS's choosing: one process, so there is one such port.
   if (config.workers > 1 && config.listenPort !== 0) {
-    await runPrimary(config)
-    if (config.demo) process.stdout.write(demoInstructions(demoUrl))
+    const { runPrimary } = await import('./services/primary.ts')
+    await runPrimary(config, compileCache !== undefined ? { NODE_COMPILE_CACHE: compileCache } : {})
+    if (demo !== undefined) process.stdout.write(demo.demoInstructions(`${scheme}://localhost:${config.listenPort}`))
     return
   }
   const { fastify, mainPort, extraPort, extraServer } = await startServer(config)
   fastify.log.info({ port: mainPort, httpPort: extraPort, tls: config.tls !== undefined }, 'listening')
   handleShutdown(fastify, config.shutdownGraceSeconds, process.exit, extraServer)
-  if (config.demo) process.stdout.write(demoInstructions(`${config.tls !== undefined ? 'https' : 'http'}://localhost:${mainPort}`))
-}
-
-/**
- * WORKERS > 1: this process downloads, checks and prepares the OS images once
- * (and tells the workers when each is ready), aggregates /metrics for them,
- * replaces a worker that dies, and drains them all on SIGTERM. The workers
- * share the listening ports and serve every request.
- */
-async function runPrimary (config: Config): Promise<void> {
-  const log = createLogger(config).child({ role: 'primary' })
-  const registry = new Registry()
-  const store = new ImageStore({
-    config,
-    log: { info: (o, m) => log.info(o, m), warn: (o, m) => log.warn(o, m), error: (o, m) => log.error(o, m) },
-    metrics: { ...downloadMetrics(registry), readyChanged: () => {} }
-  })
-  const aggregator = new AggregatorRegistry()
-  // Workers see the configuration the primary settled on (the demo's images and InfraEnvs included).
-  const env: Record<string, string> = {
-    OS_IMAGES: JSON.stringify(config.osImages.map(e => ({ openshift_version: e.openshiftVersion, cpu_architecture: e.cpuArchitecture, url: e.url, version: e.version, type: e.type, ...(e.sha256 !== undefined ? { sha256: e.sha256 } : {}) }))),
-    ...(config.infraEnvsDir !== undefined ? { INFRAENVS_DIR: config.infraEnvsDir } : {})
-  }
-  const readyKeys = (): string[] => store.keys.filter(key => store.isReady(key))
-  const workers = (): Worker[] => Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined)
-  let stopping = false
-  const book = new ServingBook()
-  const broadcast = (message: ClusterMessage): void => { for (const worker of workers()) if (worker.isConnected()) worker.send(message) }
-  let serving = ''
-  const updateServing = (): void => {
-    const keys = book.serving(store.keys)
-    if (keys.join('\n') === serving) return
-    serving = keys.join('\n')
-    broadcast({ type: 'ais:serving', keys })
-  }
-  store.onChange(() => broadcast({ type: 'ais:ready', keys: readyKeys() }))
-  cluster.on('online', worker => {
-    book.worker(worker.id)
-    updateServing()
-    worker.send({ type: 'ais:ready', keys: readyKeys() } satisfies ClusterMessage)
-    worker.send({ type: 'ais:serving', keys: book.serving(store.keys) } satisfies ClusterMessage)
-  })
-  cluster.on('message', (worker, message: unknown) => {
-    if (!isMessage(message)) return
-    if (message.type === 'ais:prepared') { book.prepared(worker.id, message.key, message.ready); updateServing(); return }
-    if (message.type !== 'ais:metrics-request') return
-    void Promise.all([aggregator.clusterMetrics(), registry.metrics()]).then(
-      ([all, own]) => worker.send({ type: 'ais:metrics-response', id: message.id, text: `${all}\n${own}` } satisfies ClusterMessage),
-      (err: unknown) => log.error({ error: (err as Error).message }, 'cannot aggregate worker metrics'))
-  })
-  cluster.on('exit', (worker, code, signal) => {
-    book.gone(worker.id)
-    if (stopping) return
-    updateServing()
-    log.error({ worker: worker.id, code, signal }, 'worker died; starting another')
-    cluster.fork(env)
-  })
-  await store.start()
-  for (let i = 0; i < config.workers; i++) cluster.fork(env)
-  log.info({ workers: config.workers, port: config.listenPort, httpPort: config.httpListenPort }, 'listening')
-
-  const stop = (signal: string): void => {
-    if (stopping) return
-    stopping = true
-    log.info({ signal }, 'shutting down the workers')
-    const alive = workers()
-    const exited = Promise.all(alive.map(w => new Promise(resolve => { if (w.isDead()) resolve(undefined); else w.once('exit', resolve) })))
-    for (const worker of alive) worker.process.kill('SIGTERM')
-    const timer = setTimeout(() => { for (const w of workers()) w.process.kill('SIGKILL') }, (config.shutdownGraceSeconds + 5) * 1000)
-    timer.unref()
-    void exited.then(async () => { await store.close(); process.exit(0) })
-  }
-  process.once('SIGTERM', () => stop('SIGTERM'))
-  process.once('SIGINT', () => stop('SIGINT'))
+  module.flushCompileCache()
+  if (demo !== undefined) process.stdout.write(demo.demoInstructions(`${scheme}://localhost:${mainPort}`))
 }
 
 if (import.meta.main) {

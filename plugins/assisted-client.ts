@@ -4,7 +4,7 @@ import { AssistedClient } from '../services/upstream/assisted-client.ts'
 import { CachedInfraEnvSource } from '../services/upstream/cached-source.ts'
 import type { InfraEnvSource } from '../services/upstream/infra-env-source.ts'
 import { LocalInfraEnvSource } from '../services/upstream/local-source.ts'
-import { METRIC_PREFIX } from './metrics.ts'
+import { METRIC_PREFIX } from '../services/metrics.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {

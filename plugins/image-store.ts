@@ -1,8 +1,7 @@
 import fp from 'fastify-plugin'
-import { Counter, Gauge } from 'prom-client'
-import type { Registry } from 'prom-client'
+import { Gauge } from 'prom-client'
 import { ImageStore, needsNmstate, type StoreFollower, type StoreMetrics, type StoreTiming } from '../services/store/image-store.ts'
-import { METRIC_PREFIX } from './metrics.ts'
+import { downloadMetrics, METRIC_PREFIX } from '../services/metrics.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -15,13 +14,6 @@ export interface ImageStoreOptions {
   timing?: Partial<StoreTiming>
   /** In a worker process: the primary prepares the images, this store opens them when told. */
   follower?: StoreFollower
-}
-
-/** Download counters: in the process that downloads (the only one, or the cluster's primary). */
-export function downloadMetrics (registry: Registry): Pick<StoreMetrics, 'downloadedBytes' | 'downloadFailed'> {
-  const downloadedBytes = new Counter({ name: `${METRIC_PREFIX}os_image_download_bytes_total`, help: 'Bytes of OS images downloaded', registers: [registry] })
-  const failures = new Counter({ name: `${METRIC_PREFIX}os_image_download_failures_total`, help: 'Failed attempts to download or prepare an OS image', registers: [registry] })
-  return { downloadedBytes: n => downloadedBytes.inc(n), downloadFailed: () => failures.inc() }
 }
 
 export default fp<ImageStoreOptions>(async function imageStorePlugin (fastify, opts) {

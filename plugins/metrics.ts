@@ -3,11 +3,10 @@ import fastifyMetricsModule from 'fastify-metrics'
 import { AggregatorRegistry, Gauge, Histogram, Registry } from 'prom-client'
 import type { FastifyRequest } from 'fastify'
 import { redactUrl } from '../services/redact.ts'
+import { METRIC_PREFIX } from '../services/metrics.ts'
 
 // fastify-metrics is CommonJS with an `exports.default`; Node's ESM import sees module.exports.
 const fastifyMetrics = fastifyMetricsModule.default
-
-export const METRIC_PREFIX = 'assisted_image_service_'
 
 declare module 'fastify' {
   interface FastifyInstance {

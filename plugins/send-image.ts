@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import fp from 'fastify-plugin'
 import { Counter } from 'prom-client'
-import { METRIC_PREFIX } from './metrics.ts'
+import { METRIC_PREFIX } from '../services/metrics.ts'
 import type { FastifyReply } from 'fastify'
 import { validateHeaderValue, type OutgoingHttpHeaders, type ServerResponse } from 'node:http'
 import type { ComposedImage } from '../services/compose/composed-image.ts'

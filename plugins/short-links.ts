@@ -2,9 +2,9 @@ import fp from 'fastify-plugin'
 import { join } from 'node:path'
 import { Counter } from 'prom-client'
 import { createHash } from 'node:crypto'
-import { FileLinkStore, RedisLinkStore, type LinkStore } from '../services/link-store.ts'
+import { openLinkStore } from '../services/link-store.ts'
 import { migrateLegacyLinks, ShortLinks, type LinkTarget } from '../services/short-links.ts'
-import { METRIC_PREFIX } from './metrics.ts'
+import { METRIC_PREFIX } from '../services/metrics.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -23,7 +23,7 @@ const LEGACY_FILE = 'short-links.json'
 
 export default fp(async function shortLinksPlugin (fastify) {
   const { dataDir, redisUrl, shortLinkSecret } = fastify.config
-  const store: LinkStore = redisUrl !== undefined ? new RedisLinkStore(redisUrl.replace(/^valkey/, 'redis')) : new FileLinkStore(join(dataDir, SHORT_LINKS_DIR))
+  const store = await openLinkStore({ redisUrl, dir: join(dataDir, SHORT_LINKS_DIR) })
   const links = new ShortLinks(store, shortLinkSecret !== undefined ? createHash('sha256').update(shortLinkSecret).digest() : undefined)
   const failures = new Counter({ name: `${METRIC_PREFIX}short_link_store_failures_total`, help: 'Short links not minted because their store could not be written', registers: [fastify.metricsRegistry] })
   const log = fastify.log.child({ component: 'short-links' })

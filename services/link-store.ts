@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { link, mkdir, readdir, readFile, rename, unlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { Redis } from 'ioredis'
 
 /**
  * Where sealed short-link records live: opaque bytes filed under an id, until
@@ -16,7 +15,8 @@ export interface LinkStore {
   close (): Promise<void>
 }
 
-const ID = /^[0-9a-f]{64}$/
+/** A link id: the hex sha256 of its code. */
+export const LINK_ID = /^[0-9a-f]{64}$/
 const PRUNE_EVERY_MS = 10 * 60_000
 
 /**
@@ -36,7 +36,7 @@ export class FileLinkStore implements LinkStore {
   }
 
   async get (id: string): Promise<Buffer | undefined> {
-    if (!ID.test(id)) return undefined
+    if (!LINK_ID.test(id)) return undefined
     let text: string
     try {
       text = await readFile(join(this.#dir, id), 'utf8')
@@ -50,7 +50,7 @@ export class FileLinkStore implements LinkStore {
   }
 
   async put (id: string, record: Buffer, expires: number): Promise<void> {
-    if (!ID.test(id)) throw new RangeError('invalid link id')
+    if (!LINK_ID.test(id)) throw new RangeError('invalid link id')
     await mkdir(this.#dir, { recursive: true, mode: 0o700 })
     const final = join(this.#dir, id)
     const temp = join(this.#dir, `.${id}.${randomBytes(6).toString('hex')}.tmp`)
@@ -75,7 +75,7 @@ export class FileLinkStore implements LinkStore {
     if (now - this.#lastPrune < PRUNE_EVERY_MS) return
     this.#lastPrune = now
     for (const name of await readdir(this.#dir).catch(() => [])) {
-      if (!ID.test(name)) continue
+      if (!LINK_ID.test(name)) continue
       const parsed = parseRecord(await readFile(join(this.#dir, name), 'utf8').catch(() => ''))
       if (parsed === undefined || parsed.expires <= now) await unlink(join(this.#dir, name)).catch(() => {})
     }
@@ -113,49 +113,11 @@ function parseRecord (text: string): { expires: number, record: Buffer } | undef
 }
 
 /**
- * Valkey or Redis: the TTL lives in the server (SET … PX … NX), so nothing
- * needs pruning, and every replica sees every link. Calls fail fast when the
- * server is away (a one-second command timeout): the caller serves without a Link header.
+ * The store for a configuration: Valkey/Redis when a URL is given (its client
+ * is loaded only then), else the embedded one in `dir`.
  */
-export class RedisLinkStore implements LinkStore {
-  readonly #client: Redis
-  readonly #prefix: string
-
-  constructor (url: string, prefix = 'assisted-image-service:short-link:') {
-    this.#client = new Redis(url, {
-      lazyConnect: true,
-      // Commands wait for a (re)connection at most this long, then fail: the caller degrades.
-      commandTimeout: 1000,
-      maxRetriesPerRequest: 1,
-      connectTimeout: 2000,
-      retryStrategy: attempt => Math.min(5000, 100 * 2 ** Math.min(attempt, 6))
-    })
-    // Errors surface on the calls; the client reconnects by itself.
-    this.#client.on('error', () => {})
-    this.#prefix = prefix
-    this.#client.connect().catch(() => {})
-  }
-
-  async get (id: string): Promise<Buffer | undefined> {
-    if (!ID.test(id)) return undefined
-    return (await this.#client.getBuffer(`${this.#prefix}${id}`)) ?? undefined
-  }
-
-  async put (id: string, record: Buffer, expires: number): Promise<void> {
-    if (!ID.test(id)) throw new RangeError('invalid link id')
-    const ttl = Math.max(1, Math.round(expires - Date.now()))
-    await this.#client.set(`${this.#prefix}${id}`, record, 'PX', ttl, 'NX')
-  }
-
-  async secret (): Promise<Buffer> {
-    const key = `${this.#prefix}secret`
-    await this.#client.set(key, randomBytes(32).toString('hex'), 'NX')
-    const value = await this.#client.get(key)
-    if (value === null || !/^[0-9a-f]{64}$/.test(value)) throw new Error('the short-link secret in Redis is not valid')
-    return Buffer.from(value, 'hex')
-  }
-
-  async close (): Promise<void> {
-    this.#client.disconnect()
-  }
+export async function openLinkStore (options: { redisUrl?: string | undefined, dir: string }): Promise<LinkStore> {
+  if (options.redisUrl === undefined) return new FileLinkStore(options.dir)
+  const { RedisLinkStore } = await import('./redis-link-store.ts')
+  return new RedisLinkStore(options.redisUrl.replace(/^valkey/, 'redis'))
 }

@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url'
 import { readdirSync, readFileSync } from 'node:fs'
 import { availableCpus } from '../../services/cluster.ts'
 import { freePort } from '../helper.ts'
+import { warmCompileCache } from '../../deploy/warm-compile-cache.ts'
 
 const SERVER = fileURLToPath(new URL('../../server.ts', import.meta.url))
 const ID = '6f7d5b1e-4a2c-4e8b-9d3f-0a1b2c3d4e5f'
@@ -96,4 +97,33 @@ t.test('WORKERS defaults to the CPUs this process may use, honouring a cgroup qu
   const dir = t.testdir({ 'cpu.max': '150000 100000\n', unlimited: 'max 100000\n' })
   t.equal(availableCpus(`${dir}/cpu.max`), Math.min(2, availableCpus(`${dir}/unlimited`)), '1.5 CPUs of quota: 2 workers at most')
   t.ok(availableCpus(`${dir}/missing`) >= 1)
+})
+
+t.test('the compile cache: filled once, then every worker loads its modules from it and the primary no HTTP stack', async t => {
+  const dir = t.testdir()
+  const cache = `${dir}/compile-cache`
+  await warmCompileCache(cache)
+  t.ok(readdirSync(cache).some(version => readdirSync(`${cache}/${version}`).length > 100), 'the cache holds the compiled modules')
+
+  const port = await freePort()
+  const child = spawn(process.execPath, [SERVER], {
+    cwd: dir,
+    env: { PATH: process.env.PATH, WORKERS: '2', LISTEN_PORT: String(port), DATA_DIR: `${dir}/data`, LOG_LEVEL: 'warn', NODE_COMPILE_CACHE: cache, NODE_DEBUG_NATIVE: 'COMPILE_CACHE' },
+    stdio: ['ignore', 'ignore', 'pipe']
+  })
+  let debug = ''
+  child.stderr.on('data', (d: Buffer) => { debug += d.toString() })
+  const exited = new Promise(resolve => child.once('exit', resolve))
+  t.teardown(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
+  let status: number | undefined
+  for (let i = 0; i < 150 && status !== 200; i++) {
+    status = await fetch(`http://127.0.0.1:${port}/health`).then(r => r.status, () => undefined)
+    if (status !== 200) await new Promise(resolve => setTimeout(resolve, 100))
+  }
+  t.equal(status, 200, 'ready')
+  child.kill('SIGTERM')
+  await exited
+  const app = new URL('../../app.ts', import.meta.url).href
+  const hits = debug.split('\n').filter(l => l.includes(`transpile cache for StrippedTypeScript ${app}...success`))
+  t.equal(hits.length, 2, 'app.ts comes stripped from the cache, once per worker and never in the primary')
 })
