@@ -1,10 +1,11 @@
-import type { FastifyError, FastifyInstance } from 'fastify'
+import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Config } from './services/config.ts'
-import { DomainError } from './services/errors.ts'
 import configPlugin from './plugins/config.ts'
+import errorsPlugin from './plugins/errors.ts'
 import readinessPlugin from './plugins/readiness.ts'
 import metricsPlugin, { type MetricsOptions } from './plugins/metrics.ts'
+import requestLogPlugin from './plugins/request-log.ts'
 import plainHttpPlugin from './plugins/plain-http.ts'
 import underPressurePlugin from './plugins/under-pressure.ts'
 import corsPlugin from './plugins/cors.ts'
@@ -27,31 +28,13 @@ export interface AppOptions {
   metrics?: MetricsOptions
 }
 
-/** The root plugin: error and 404 handling, every decorator, then the routes. */
+/** The root plugin: configuration, error and 404 handling, every decorator, then the routes. */
 export default async function app (fastify: FastifyInstance, opts: AppOptions) {
-  // Handlers first: route plugins inherit the handlers in force when they are registered.
-  fastify.setErrorHandler(function errorHandler (error: FastifyError | DomainError, request, reply) {
-    if (error instanceof DomainError) {
-      if (error.statusCode >= 500) request.log.error({ code: error.code, reason: error.message }, 'request failed')
-      return reply.code(error.statusCode).headers(error.headers).send({ code: error.code, message: error.message })
-    }
-    const status = error.statusCode ?? 500
-    if ('validation' in error && error.validation !== undefined) {
-      return reply.code(400).send({ code: 'BAD_REQUEST', message: error.message })
-    }
-    if (status >= 400 && status < 500) {
-      return reply.code(status).send({ code: error.code ?? 'BAD_REQUEST', message: error.message })
-    }
-    request.log.error({ err: error }, 'unexpected error')
-    return reply.code(status >= 500 && status < 600 ? status : 500).send({ code: 'INTERNAL', message: 'internal error' })
-  })
-
-  fastify.setNotFoundHandler(function notFound (request, reply) {
-    return reply.code(404).send({ code: 'NOT_FOUND', message: 'no such resource' })
-  })
-
   await fastify.register(configPlugin, { config: opts.config })
+  // Before any route: routes take the error and not-found handlers in force when they are registered.
+  await fastify.register(errorsPlugin)
   await fastify.register(readinessPlugin)
+  await fastify.register(requestLogPlugin)
   await fastify.register(metricsPlugin, opts.metrics ?? {})
   await fastify.register(plainHttpPlugin)
   await fastify.register(corsPlugin)
@@ -69,7 +52,6 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(imagesRoutes)
   await fastify.register(bootArtifactRoutes)
   await fastify.register(shortLinkRoutes)
-
 }
 
 /** The app as an encapsulation-free plugin, for server.ts and the tests. */

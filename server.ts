@@ -47,18 +47,18 @@ export async function buildServer (config: Config, options: ServerOptions = {}):
   let extraServer: http.Server | undefined
   const { tls, httpListenPort, listenPort } = config
   // Loaded here, not at the top: a cluster's primary never serves HTTP and need not hold the HTTP stack.
-  const [{ default: Fastify, LogController }, { appPlugin }, { markRestrictedPlainHttp }] = await Promise.all([
-    import('fastify'), import('./app.ts'), import('./plugins/plain-http.ts')
+  const [{ default: Fastify, LogController }, { appPlugin }, { markRestrictedPlainHttp }, { errorBody }] = await Promise.all([
+    import('fastify'), import('./app.ts'), import('./plugins/plain-http.ts'), import('./plugins/errors.ts')
   ])
   const fastify = Fastify({
     loggerInstance: options.logger ?? createLogger(config),
-    // plugins/metrics.ts writes the one log line per request (redacted, with bytes and duration).
+    // plugins/request-log.ts writes the one log line per request (redacted, with bytes and duration).
     logController: new LogController({ disableRequestLogging: true }),
     connectionTimeout: 0,
     // Fastify's own answer to an undecodable URL echoes the URL, credentials included: say less.
     frameworkErrors: function frameworkError (error, _request, reply) {
       const status = error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 400
-      void (reply as unknown as { code: (n: number) => { send: (body: unknown) => unknown } }).code(status).send({ code: 'BAD_URL', message: 'malformed request URL' })
+      void (reply as unknown as { code: (n: number) => { send: (body: unknown) => unknown } }).code(status).send(errorBody('BAD_URL', 'malformed request URL'))
     },
     keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
     requestTimeout: REQUEST_TIMEOUT_MS,

@@ -1,8 +1,7 @@
 import fp from 'fastify-plugin'
 import fastifyMetricsModule from 'fastify-metrics'
 import { AggregatorRegistry, Gauge, Histogram, Registry } from 'prom-client'
-import type { FastifyRequest } from 'fastify'
-import { redactUrl } from '../services/redact.ts'
+import { meterResponse } from './response-meter.ts'
 import { METRIC_PREFIX } from '../services/metrics.ts'
 
 // fastify-metrics is CommonJS with an `exports.default`; Node's ESM import sees module.exports.
@@ -15,14 +14,9 @@ declare module 'fastify' {
   }
 }
 
-/** Route pattern, never the raw URL: URLs carry tokens. */
-function routeLabel (request: FastifyRequest): string {
-  return request.routeOptions.url ?? 'unmatched'
-}
-
 /**
- * Prometheus metrics on /metrics plus one JSON log line per request. Both
- * measure bytes from the socket, so an aborted download counts what was sent.
+ * Prometheus metrics on /metrics. Response sizes are measured on the socket, so
+ * an aborted download counts what was sent.
  */
 export interface MetricsOptions {
   /** The exposition to serve instead of this process's registry (a worker asks the primary for all processes'). */
@@ -81,30 +75,14 @@ export default fp<MetricsOptions>(async function metricsPlugin (fastify, opts) {
     registers: [registry]
   })
 
-  fastify.addHook('onRequest', async function startTimer (request, reply) {
-    const started = { at: process.hrtime.bigint(), bytesWritten: request.raw.socket?.bytesWritten ?? 0 }
-    const route = routeLabel(request)
-    const known = request.routeOptions.url !== undefined
-    if (known) inFlight.inc({ route, method: request.method })
-    // 'close' fires after the last byte and when the client leaves early; onResponse only on the former.
-    reply.raw.once('close', function recordRequest () {
-      const bytes = Math.max(0, (request.raw.socket?.bytesWritten ?? started.bytesWritten) - started.bytesWritten)
-      const durationMs = Number(process.hrtime.bigint() - started.at) / 1e6
-      if (known) {
-        inFlight.dec({ route, method: request.method })
-        if (route !== '/metrics') responseSize.observe({ route, method: request.method, status: String(reply.statusCode) }, bytes)
-      }
-      const aborted = !reply.raw.writableEnded
-      // A 503 from /health while images download is expected, not an error.
-      request.log[reply.statusCode >= 500 && route !== '/health' ? 'error' : 'info']({
-        method: request.method,
-        url: redactUrl(request.url),
-        route,
-        status: reply.statusCode,
-        bytes,
-        durationMs: Math.round(durationMs * 10) / 10,
-        ...(aborted ? { aborted: true } : {})
-      }, 'request')
+  fastify.addHook('onRequest', async function countRequest (request, reply) {
+    // The route pattern, never the raw URL: URLs carry tokens. Unknown routes are not counted.
+    const route = request.routeOptions.url
+    if (route === undefined) return
+    inFlight.inc({ route, method: request.method })
+    meterResponse(request, reply, ({ bytes }) => {
+      inFlight.dec({ route, method: request.method })
+      if (route !== '/metrics') responseSize.observe({ route, method: request.method, status: String(reply.statusCode) }, bytes)
     })
   })
 }, { name: 'metrics', fastify: '5.x' })

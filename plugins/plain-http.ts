@@ -1,5 +1,6 @@
 import fp from 'fastify-plugin'
 import type { IncomingMessage } from 'node:http'
+import { errorBody } from './errors.ts'
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -22,7 +23,7 @@ export function markRestrictedPlainHttp (request: IncomingMessage): void {
 export default fp(async function plainHttpPlugin (fastify) {
   fastify.addHook('onRequest', async function restrictPlainHttp (request, reply) {
     if (restricted.has(request.raw) && request.routeOptions.config.plainHttp !== true) {
-      return reply.code(404).send({ code: 'NOT_FOUND', message: 'not served on the plain-HTTP port' })
+      return reply.code(404).send(errorBody('NOT_FOUND', 'not served on the plain-HTTP port'))
     }
   })
 }, { name: 'plain-http', fastify: '5.x' })

@@ -7,6 +7,7 @@ import { validateHeaderValue, type OutgoingHttpHeaders, type ServerResponse } fr
 import type { ComposedImage } from '../services/compose/composed-image.ts'
 import { contentDisposition } from '../services/http/content-disposition.ts'
 import { evaluatePreconditions, ifRangeMatches, multipartLayout, parseRange } from '../services/http/ranges.ts'
+import { errorBody } from './errors.ts'
 
 export interface ImageMeta {
   /** For Content-Disposition. */
@@ -40,11 +41,11 @@ async function sendImage (this: FastifyReply, image: ComposedImage, meta: ImageM
   }
   const verdict = evaluatePreconditions(request.headers, validators)
   if (verdict === 304) { await this.code(304).headers(common).send(); return }
-  if (verdict === 412) { await this.code(412).headers(common).send({ code: 'PRECONDITION_FAILED', message: 'precondition failed' }); return }
+  if (verdict === 412) { await this.code(412).headers(common).send(errorBody('PRECONDITION_FAILED', 'precondition failed')); return }
 
   const range = ifRangeMatches(request.headers, validators) ? parseRange(request.headers.range, image.size) : { kind: 'none' as const }
   if (range.kind === 'unsatisfiable') {
-    await this.code(416).headers({ ...common, 'content-range': `bytes */${image.size}` }).send({ code: 'RANGE_NOT_SATISFIABLE', message: `the image has ${image.size} bytes` })
+    await this.code(416).headers({ ...common, 'content-range': `bytes */${image.size}` }).send(errorBody('RANGE_NOT_SATISFIABLE', `the image has ${image.size} bytes`))
     return
   }
   const headers: Record<string, string | number> = { ...common, 'content-disposition': contentDisposition(meta.filename) }

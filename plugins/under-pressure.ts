@@ -1,5 +1,6 @@
 import fp from 'fastify-plugin'
 import underPressure from '@fastify/under-pressure'
+import { errorBody } from './errors.ts'
 
 /** Probes and metrics must answer even when the process is overloaded. */
 const EXEMPT = new Set(['/live', '/health', '/metrics'])
@@ -16,7 +17,7 @@ export default fp(async function underPressurePlugin (fastify) {
       if (EXEMPT.has(request.routeOptions.url ?? '')) return undefined
       void reply.code(503).header('retry-after', String(RETRY_AFTER_SECONDS))
       // under-pressure sends a non-null return value as the body (its typings say void).
-      return { code: 'UNDER_PRESSURE', message: 'service under pressure, try again later' } as unknown as undefined
+      return errorBody('UNDER_PRESSURE', 'service under pressure, try again later') as unknown as undefined
     }
   })
 }, { name: 'under-pressure', fastify: '5.x', dependencies: ['config'] })

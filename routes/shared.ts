@@ -1,9 +1,10 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { customizedIso, ISO_FILENAME_OF, ISO_FILENAMES, type Served } from '../services/images/image-requests.ts'
-import { notFound } from '../services/errors.ts'
-import { jwtExpiry, type LinkTarget } from '../services/short-links.ts'
-import { IMAGE_ID_PATTERN, pickCredential } from '../services/images/credentials.ts'
+import { TokenNamesNoImage, UnknownFilename } from '../services/errors.ts'
+import type { LinkTarget } from '../services/short-links.ts'
+import { IMAGE_ID_PATTERN, jwtExpiry, pickCredential } from '../services/images/credentials.ts'
 import type { Credential } from '../services/upstream/infra-env-source.ts'
+import { errorBody } from '../plugins/errors.ts'
 
 /** Aborted when the client goes away before the response is complete: cancels upstream calls. */
 export function clientSignal (reply: FastifyReply): AbortSignal {
@@ -40,7 +41,7 @@ export function allowOnlyGetAndHead (fastify: FastifyInstance, url: string, conf
     url,
     config,
     handler: async function methodNotAllowed (_request, reply) {
-      return await reply.code(405).header('allow', 'GET, HEAD').send({ code: 'METHOD_NOT_ALLOWED', message: 'only GET and HEAD are supported' })
+      return await reply.code(405).header('allow', 'GET, HEAD').send(errorBody('METHOD_NOT_ALLOWED', 'only GET and HEAD are supported'))
     }
   })
 }
@@ -93,9 +94,9 @@ export function isoRoute (fastify: FastifyInstance, spec: IsoRouteSpec): void {
     const { version, arch, filename } = request.params
     const value = request.params[spec.param]!
     const type = ISO_FILENAMES.get(filename)
-    if (type === undefined) throw notFound('IMG_FILENAME', `unknown image file ${filename}`)
+    if (type === undefined) throw new UnknownFilename(filename)
     const imageId = spec.imageId(value)
-    if (imageId === undefined) throw notFound('IMG_BAD_TOKEN', 'the token names no image')
+    if (imageId === undefined) throw new TokenNamesNoImage()
     const credential = requestCredential(request, spec.credentialFrom?.(value) ?? {})
     const target: LinkTarget = { route: spec.route, imageId, version, arch, type, ...(credential !== undefined ? { credential } : {}) }
     await serveIso(fastify, reply, target, spec.credentialFrom !== undefined ? jwtExpiry(value) : undefined)

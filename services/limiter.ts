@@ -1,4 +1,4 @@
-import { unavailable } from './errors.ts'
+import { QueueTimeout } from './errors.ts'
 
 export type Release = () => void
 
@@ -47,7 +47,7 @@ export class ConcurrencyLimiter {
       const timer = this.queueTimeoutMs <= 0
         ? undefined
         : setTimeout(() => {
-          waiter.fail(unavailable('QUEUE_TIMEOUT', 'too many concurrent requests, try again later', Math.max(1, Math.ceil(this.queueTimeoutMs / 1000))))
+          waiter.fail(new QueueTimeout())
         }, this.queueTimeoutMs)
       signal?.addEventListener('abort', onAbort, { once: true })
       this.#queue.push(waiter)

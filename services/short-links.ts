@@ -140,15 +140,3 @@ export async function migrateLegacyLinks (file: string, store: LinkStore, now: (
   await unlink(file)
   return moved
 }
-
-/** A JWT's `exp` in milliseconds, when it has one. */
-export function jwtExpiry (token: string): number | undefined {
-  const payload = token.split('.')[1]
-  if (payload === undefined) return undefined
-  try {
-    const claims = JSON.parse(Buffer.from(payload.replace(/-/g, '+').replace(/_/g, '/'), 'base64').toString('utf8')) as { exp?: unknown }
-    return typeof claims.exp === 'number' ? claims.exp * 1000 : undefined
-  } catch {
-    return undefined
-  }
-}

@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { addrsizeImage, pxeInitrdImage } from '../../services/images/image-requests.ts'
-import { badRequest } from '../../services/errors.ts'
+import { TypeInvalid, TypeRequired, VersionRequired } from '../../services/errors.ts'
 import type { IsoKind } from '../../services/coreos/customize.ts'
 import { ComposedImage } from '../../services/compose/composed-image.ts'
 import { allowOnlyGetAndHead, clientSignal, IMAGE_ID, requestCredential, sendServed, serveIso } from '../shared.ts'
@@ -18,9 +18,9 @@ export default async function imagesRoutes (fastify: FastifyInstance) {
   /** Deprecated long form of the ISO routes. */
   fastify.get('/images/:imageId', { schema: { params, querystring: query }, config: { limited: true } }, async function downloadImage (request: Req, reply) {
     const { version, type, arch = 'x86_64' } = request.query
-    if (version === undefined || version === '') throw badRequest('IMG_VERSION_REQUIRED', 'the version query parameter is required')
-    if (type === undefined || type === '') throw badRequest('IMG_TYPE_REQUIRED', 'the type query parameter is required')
-    if (!TYPES.includes(type)) throw badRequest('IMG_TYPE_INVALID', `type must be one of ${TYPES.join(', ')}`)
+    if (version === undefined || version === '') throw new VersionRequired()
+    if (type === undefined || type === '') throw new TypeRequired()
+    if (!TYPES.includes(type)) throw new TypeInvalid(TYPES.join(', '))
     const credential = requestCredential(request)
     await serveIso(fastify, reply, { route: 'images', imageId: request.params.imageId, version, arch, type: type as IsoKind, ...(credential !== undefined ? { credential } : {}) })
   })

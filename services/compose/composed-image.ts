@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto'
 import { open, stat, type FileHandle } from 'node:fs/promises'
 import { Readable, type Writable } from 'node:stream'
 import { segmentLength, type Segment } from './segment.ts'
+import { PatchOverlap } from '../errors.ts'
 
 export const CHUNK = 1 << 20
 
@@ -37,10 +38,6 @@ export class FilePool {
     this.#handles.clear()
     await Promise.all(handles.map(async h => { await (await h).close() }))
   }
-}
-
-export class OverlapError extends Error {
-  readonly code = 'IMG_PATCH_OVERLAP'
 }
 
 interface Placed { start: number, segment: Segment }
@@ -111,7 +108,7 @@ export class ComposedImage {
     if (!Number.isInteger(offset) || offset < 0 || end > this.size) throw new RangeError(`patch ${offset}+${bytes.length} is outside the ${this.size}-byte image`)
     if (length === 0) return this
     for (const [s, e] of this.#patches) {
-      if (offset < e && s < end) throw new OverlapError(`patch ${offset}..${end} overlaps an earlier patch ${s}..${e}`)
+      if (offset < e && s < end) throw new PatchOverlap(`patch ${offset}..${end} overlaps an earlier patch ${s}..${e}`)
     }
     const placed: Placed[] = []
     for (const p of this.#placed) {

@@ -1,10 +1,10 @@
 import { constants, inflateRawSync, inflateSync, zstdDecompressSync } from 'node:zlib'
-import { CompressionError } from './errors.ts'
+import { CompressionError } from '../errors.ts'
 import { decodeLz4Block } from './lz4.ts'
 import { decodeMicroLzma } from './lzma.ts'
 import { decodeXz } from './xz.ts'
 
-export { CompressionError } from './errors.ts'
+export { CompressionError } from '../errors.ts'
 export { decodeXz } from './xz.ts'
 
 /*

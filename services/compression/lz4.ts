@@ -1,4 +1,4 @@
-import { CompressionError } from './errors.ts'
+import { CompressionError } from '../errors.ts'
 
 /**
  * Decodes one LZ4 block (no frame) of at most `outSize` bytes and returns what

@@ -1,4 +1,4 @@
-import { CompressionError } from './errors.ts'
+import { CompressionError } from '../errors.ts'
 
 /**
  * LZMA (the algorithm behind xz's LZMA2 and EROFS's MicroLZMA), decoded into a

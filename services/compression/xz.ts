@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
 import { crc32 } from 'node:zlib'
-import { CompressionError } from './errors.ts'
+import { CompressionError } from '../errors.ts'
 import { LzmaDecoder, parseLzmaProperties } from './lzma.ts'
 
 /**

@@ -1,5 +1,5 @@
 import { ComposedImage, type FilePool } from '../compose/composed-image.ts'
-import { DomainError } from '../errors.ts'
+import { EmbedAreaTooSmall, KargsUnsupported, NoIgnitionArea, NoRamdiskArea } from '../errors.ts'
 import type { IsoImage } from '../iso9660/reader.ts'
 import { findEmbedAreas, renderKargs, type EmbedArea, type EmbedAreas, type IsoView } from './embed-areas.ts'
 import { ignitionArchive } from './ignition-archive.ts'
@@ -36,7 +36,7 @@ export async function fileTemplate (image: IsoImage, kind: IsoKind, arch: string
 
 function fit (area: EmbedArea, data: Buffer): void {
   if (data.length > area.length) {
-    throw new DomainError(500, 'IMG_EMBED_AREA_TOO_SMALL', `${area.name} content of ${data.length} bytes does not fit the ${area.length}-byte embed area`)
+    throw new EmbedAreaTooSmall(`${area.name} content of ${data.length} bytes does not fit the ${area.length}-byte embed area`)
   }
 }
 
@@ -48,20 +48,20 @@ function fit (area: EmbedArea, data: Buffer): void {
 export function customize (template: IsoTemplate, content: HostContent): ComposedImage {
   const { areas } = template
   let image = template.image
-  if (areas.ignition === undefined) throw new DomainError(500, 'IMG_NO_IGNITION_AREA', 'the ISO has no Ignition embed area')
+  if (areas.ignition === undefined) throw new NoIgnitionArea()
   const archive = ignitionArchive(content.ignition)
   fit(areas.ignition, archive)
   image = image.patch(areas.ignition.offset, archive, areas.ignition.length)
   if (content.ramdisk !== undefined && content.ramdisk.length > 0) {
-    if (areas.ramdisk === undefined) throw new DomainError(500, 'IMG_NO_RAMDISK_AREA', `the ${template.kind} template has no ramdisk embed area`)
+    if (areas.ramdisk === undefined) throw new NoRamdiskArea(template.kind)
     fit(areas.ramdisk, content.ramdisk)
     image = image.patch(areas.ramdisk.offset, content.ramdisk, areas.ramdisk.length)
   }
   const kargs = (content.kargs ?? []).map(k => k.trim()).filter(k => k !== '')
   if (kargs.length > 0) {
     if (areas.kargs.length === 0) {
-      if (template.arch === 's390x') throw new DomainError(400, 'IMG_KARGS_UNSUPPORTED', 'kargs cannot be modified in s390x architecture ISOs')
-      throw new DomainError(400, 'IMG_KARGS_UNSUPPORTED', 'this ISO has no kernel argument embed area')
+      if (template.arch === 's390x') throw new KargsUnsupported('kargs cannot be modified in s390x architecture ISOs')
+      throw new KargsUnsupported('this ISO has no kernel argument embed area')
     }
     for (const area of areas.kargs) image = image.patch(area.offset, renderKargs(area, kargs))
   }

@@ -1,4 +1,4 @@
-import { DomainError } from '../errors.ts'
+import { EmbedAreaInvalid, EmbedAreaTooSmall } from '../errors.ts'
 
 /** What the embed-area code needs of an ISO: path lookup and positional reads. */
 export interface IsoView {
@@ -40,12 +40,6 @@ const KARGS_SANITY_LIMIT = 2048
 const DEFAULT_KARG_FILES = ['/EFI/redhat/grub.cfg', '/EFI/fedora/grub.cfg', '/EFI/centos/grub.cfg', '/isolinux/isolinux.cfg']
 const KARG_MARKER = /\n(#+)# COREOS_KARG_EMBED_AREA/
 
-export class EmbedAreaError extends DomainError {
-  constructor (message: string) {
-    super(500, 'IMG_EMBED_AREA_INVALID', message)
-  }
-}
-
 /**
  * Locates the Ignition, kernel-argument and ramdisk embed areas of a CoreOS
  * live ISO (coreos-formats.md §2, §4, §5). Reads only small JSON/config files.
@@ -63,8 +57,8 @@ export async function findEmbedAreas (iso: IsoView): Promise<EmbedAreas> {
     areas.kargsJson = kargsJson
     for (const file of kargsJson.files) {
       const entry = iso.lookup(`/${file.path}`)
-      if (entry === undefined) throw new EmbedAreaError(`kargs.json names ${file.path}, which is not in the ISO`)
-      if (file.offset + kargsJson.size > entry.size) throw new EmbedAreaError(`kargs.json area in ${file.path} runs past the end of the file`)
+      if (entry === undefined) throw new EmbedAreaInvalid(`kargs.json names ${file.path}, which is not in the ISO`)
+      if (file.offset + kargsJson.size > entry.size) throw new EmbedAreaInvalid(`kargs.json area in ${file.path} runs past the end of the file`)
       const pad = file.pad ?? '#'
       const end = file.end ?? '\n'
       const offset = entry.byteOffset + file.offset
@@ -84,7 +78,7 @@ export async function findEmbedAreas (iso: IsoView): Promise<EmbedAreas> {
     }
   }
   const kargValues = new Set(areas.kargs.map(a => a.current))
-  if (kargValues.size > 1) throw new EmbedAreaError('kernel argument areas disagree on their current value')
+  if (kargValues.size > 1) throw new EmbedAreaInvalid('kernel argument areas disagree on their current value')
   return areas
 }
 
@@ -95,15 +89,15 @@ async function findIgnitionArea (iso: IsoView): Promise<EmbedArea | undefined> {
     try {
       parsed = JSON.parse(await readText(iso, info)) as typeof parsed
     } catch {
-      throw new EmbedAreaError('coreos/igninfo.json is not valid JSON')
+      throw new EmbedAreaInvalid('coreos/igninfo.json is not valid JSON')
     }
-    if (typeof parsed.file !== 'string') throw new EmbedAreaError('coreos/igninfo.json names no file')
+    if (typeof parsed.file !== 'string') throw new EmbedAreaInvalid('coreos/igninfo.json names no file')
     const file = iso.lookup(`/${parsed.file}`)
-    if (file === undefined) throw new EmbedAreaError(`igninfo.json names ${parsed.file}, which is not in the ISO`)
+    if (file === undefined) throw new EmbedAreaInvalid(`igninfo.json names ${parsed.file}, which is not in the ISO`)
     const offset = typeof parsed.offset === 'number' ? parsed.offset : 0
     // Upstream treats offset 0 and length 0 as "the whole file".
     const length = typeof parsed.length === 'number' && parsed.length > 0 ? parsed.length : file.size - offset
-    if (offset < 0 || length <= 0 || offset + length > file.size) throw new EmbedAreaError(`igninfo.json area ${offset}+${length} is outside ${parsed.file}`)
+    if (offset < 0 || length <= 0 || offset + length > file.size) throw new EmbedAreaInvalid(`igninfo.json area ${offset}+${length} is outside ${parsed.file}`)
     return { name: 'Ignition', offset: file.byteOffset + offset, length }
   }
   const image = iso.lookup('/images/ignition.img')
@@ -116,15 +110,15 @@ export function parseKargsJson (text: string): KargsJson {
   try {
     raw = JSON.parse(text.trim())
   } catch {
-    throw new EmbedAreaError('coreos/kargs.json is not valid JSON')
+    throw new EmbedAreaInvalid('coreos/kargs.json is not valid JSON')
   }
   const value = raw as Partial<KargsJson>
   if (typeof value.default !== 'string' || typeof value.size !== 'number' || !Array.isArray(value.files)) {
-    throw new EmbedAreaError('coreos/kargs.json lacks default, files or size')
+    throw new EmbedAreaInvalid('coreos/kargs.json lacks default, files or size')
   }
-  if (value.size > KARGS_SANITY_LIMIT || value.default.length > value.size) throw new EmbedAreaError(`coreos/kargs.json size ${value.size} is not sane`)
+  if (value.size > KARGS_SANITY_LIMIT || value.default.length > value.size) throw new EmbedAreaInvalid(`coreos/kargs.json size ${value.size} is not sane`)
   for (const f of value.files) {
-    if (typeof f?.path !== 'string' || typeof f.offset !== 'number' || f.offset < 0) throw new EmbedAreaError('coreos/kargs.json has a malformed file entry')
+    if (typeof f?.path !== 'string' || typeof f.offset !== 'number' || f.offset < 0) throw new EmbedAreaInvalid('coreos/kargs.json has a malformed file entry')
   }
   return { default: value.default, files: value.files, size: value.size }
 }
@@ -137,7 +131,7 @@ function trimKargs (region: string, pad: string, end: string): string {
 }
 
 async function readText (iso: IsoView, entry: { byteOffset: number, size: number }): Promise<string> {
-  if (entry.size > 1 << 20) throw new EmbedAreaError('embed-area description file is too large')
+  if (entry.size > 1 << 20) throw new EmbedAreaInvalid('embed-area description file is too large')
   return (await iso.read(entry.byteOffset, entry.size)).toString('utf8')
 }
 
@@ -146,7 +140,7 @@ export function renderKargs (area: KargsArea, extra: readonly string[]): Buffer 
   const text = [area.current, ...extra].filter(s => s !== '').join(' ')
   const body = area.current === '' && extra.length > 0 ? ` ${text}` : text
   if (body.length + area.end.length > area.length) {
-    throw new DomainError(500, 'IMG_EMBED_AREA_TOO_SMALL', `${area.name}: ${body.length + area.end.length} bytes of kernel arguments do not fit the ${area.length}-byte area`)
+    throw new EmbedAreaTooSmall(`${area.name}: ${body.length + area.end.length} bytes of kernel arguments do not fit the ${area.length}-byte area`)
   }
   const out = Buffer.alloc(area.length, area.pad, 'latin1')
   out.write(body + area.end, 0, 'latin1')

@@ -5,6 +5,7 @@ import { findNode, optionsFromImage, putNode, removeNode, treeFromImage } from '
 import { planIso, type IsoNode, type LayoutPlan } from '../iso9660/writer.ts'
 import { findEmbedAreas, parseKargsJson, RAMDISK_PATH, type IsoView, type KargsJson } from './embed-areas.ts'
 import type { IsoTemplate } from './customize.ts'
+import { MinimalTemplateError } from '../errors.ts'
 
 export const RAMDISK_SIZE = 1 << 20
 export const NMSTATE_PATH = '/images/nmstate.img'
@@ -12,10 +13,6 @@ const ROOTFS_PATH = '/images/pxeboot/rootfs.img'
 const GRUB_CANDIDATES = ['/EFI/redhat/grub.cfg', '/EFI/fedora/grub.cfg', '/EFI/centos/grub.cfg', '/boot/grub/grub.cfg']
 const ISOLINUX = '/isolinux/isolinux.cfg'
 const LIVEISO = /coreos\.liveiso=\S+ ?/g
-
-export class MinimalTemplateError extends Error {
-  readonly code = 'IMG_MINIMAL_TEMPLATE'
-}
 
 export interface MinimalOptions {
   arch: string

@@ -1,4 +1,4 @@
-import { DomainError } from '../errors.ts'
+import { CpioFormatError } from '../errors.ts'
 
 export const NEWC_MAGIC = '070701'
 const HEADER = 110
@@ -16,13 +16,6 @@ export interface CpioMember {
   gid?: number
   /** Device numbers for character/block special files, e.g. [5, 1] for /dev/console. */
   rdev?: [number, number]
-}
-
-export class CpioFormatError extends DomainError {
-  constructor (message: string) {
-    super(400, 'CPIO_FORMAT', message)
-    this.name = 'CpioFormatError'
-  }
 }
 
 function pad4 (n: number): number {

@@ -1,5 +1,6 @@
 import { inflateRawSync, zstdDecompressSync } from 'node:zlib'
-import { CpioFormatError, MODE, NEWC_MAGIC, TRAILER, checkName, type CpioMember } from './newc.ts'
+import { CpioFormatError } from '../errors.ts'
+import { MODE, NEWC_MAGIC, TRAILER, checkName, type CpioMember } from './newc.ts'
 import { CompressionError, decodeXz } from '../compression/index.ts'
 
 const GZIP = Buffer.from([0x1f, 0x8b])

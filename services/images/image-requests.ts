@@ -2,13 +2,12 @@ import type { ComposedImage } from '../compose/composed-image.ts'
 import { createHash } from 'node:crypto'
 import { customize, type HostContent, type IsoKind, type IsoTemplate } from '../coreos/customize.ts'
 import { initrdAddrsize, pxeInitrd } from '../coreos/pxe.ts'
-import { DomainError, badRequest, notFound, unavailable } from '../errors.ts'
+import { ArtifactNotFound, ImageNotReady, NmstateUnavailable, NoAddrsize, NoInitrd, TypeNotAvailable, VersionNotFound, VersionRequired, VersionUnknown } from '../errors.ts'
 import type { ImageStore, PreparedImage } from '../store/image-store.ts'
 import type { OsImageEntry } from '../store/os-image-entry.ts'
 import { needsNmstate } from '../store/image-store.ts'
 import type { Credential, InfraEnvSource } from '../upstream/infra-env-source.ts'
 
-export const RETRY_AFTER_SECONDS = 30
 const CUSTOMIZED_PER_TEMPLATE = 256
 
 /**
@@ -67,7 +66,7 @@ export interface Served { image: ComposedImage, lastModified: Date, filename: st
 function ready (store: ImageStore, entry: OsImageEntry): PreparedImage {
   const prepared = store.get(store.keyOf(entry))
   if (prepared === undefined) {
-    throw unavailable('IMG_NOT_READY', `OS image ${entry.version} (${entry.cpuArchitecture}) is not ready yet`, RETRY_AFTER_SECONDS)
+    throw new ImageNotReady(entry.version, entry.cpuArchitecture)
   }
   return prepared
 }
@@ -79,8 +78,7 @@ function ready (store: ImageStore, entry: OsImageEntry): PreparedImage {
  */
 function requireNmstate (entry: OsImageEntry, prepared: PreparedImage): void {
   if (!needsNmstate(entry) || prepared.nmstate !== undefined) return
-  throw new DomainError(500, 'IMG_NMSTATE_UNAVAILABLE',
-    `OS image ${prepared.key} has no nmstatectl, which static networking on OpenShift ${entry.openshiftVersion} needs: ${prepared.nmstateError ?? 'it could not be extracted'}`)
+  throw new NmstateUnavailable(prepared.key, entry.openshiftVersion, prepared.nmstateError ?? 'it could not be extracted')
 }
 
 /** Finds the entry an ISO request names, and refuses impossible types before any upstream call. */
@@ -88,10 +86,10 @@ export function resolveIsoEntry (store: ImageStore, version: string, arch: strin
   const wanted = type === 'disconnected-iso' ? 'disconnected-iso' : 'full-iso'
   const entry = store.find(version, arch, wanted)
   if (entry === undefined) {
-    if (store.find(version, arch) !== undefined) throw notFound('IMG_TYPE_NOT_AVAILABLE', `no ${type} is configured for version ${version} (${arch})`)
-    throw notFound('IMG_VERSION_NOT_FOUND', `no OS image for version ${version} and architecture ${arch}`)
+    if (store.find(version, arch) !== undefined) throw new TypeNotAvailable(`no ${type} is configured for version ${version} (${arch})`)
+    throw new VersionNotFound(version, arch)
   }
-  if (type === 'minimal-iso' && arch === 's390x') throw notFound('IMG_TYPE_NOT_AVAILABLE', 'there is no minimal ISO for s390x')
+  if (type === 'minimal-iso' && arch === 's390x') throw new TypeNotAvailable('there is no minimal ISO for s390x')
   return entry
 }
 
@@ -100,7 +98,7 @@ export async function customizedIso (deps: Deps, params: { imageId: string, vers
   const entry = resolveIsoEntry(deps.store, params.version, params.arch, params.type)
   const prepared = ready(deps.store, entry)
   const template = prepared.templates[params.type]
-  if (template === undefined) throw notFound('IMG_TYPE_NOT_AVAILABLE', `no ${params.type} for version ${params.version} (${params.arch})`)
+  if (template === undefined) throw new TypeNotAvailable(`no ${params.type} for version ${params.version} (${params.arch})`)
   const { source } = deps
   const [ignition, ramdisk, kargs] = await Promise.all([
     source.ignition(params.imageId, params.type, params.credential, params.signal),
@@ -117,9 +115,9 @@ export async function customizedIso (deps: Deps, params: { imageId: string, vers
 }
 
 function pxeEntry (store: ImageStore, version: string | undefined, arch: string): OsImageEntry {
-  if (version === undefined || version === '') throw badRequest('IMG_VERSION_REQUIRED', 'the version query parameter is required')
+  if (version === undefined || version === '') throw new VersionRequired()
   const entry = store.find(version, arch, 'full-iso')
-  if (entry === undefined) throw badRequest('IMG_VERSION_NOT_FOUND', `no OS image for version ${version} and architecture ${arch}`)
+  if (entry === undefined) throw new VersionUnknown(version, arch)
   return entry
 }
 
@@ -127,7 +125,7 @@ function pxeEntry (store: ImageStore, version: string | undefined, arch: string)
 export async function pxeInitrdImage (deps: Deps, params: { imageId: string, version?: string, arch: string, credential?: Credential, signal?: AbortSignal }): Promise<Served> {
   const entry = pxeEntry(deps.store, params.version, params.arch)
   const prepared = ready(deps.store, entry)
-  if (prepared.initrd === undefined) throw new DomainError(500, 'IMG_NO_INITRD', 'the OS image has no images/pxeboot/initrd.img')
+  if (prepared.initrd === undefined) throw new NoInitrd()
   const [ignition, ramdisk] = await Promise.all([
     deps.source.ignition(params.imageId, undefined, params.credential, params.signal),
     deps.source.ramdisk(params.imageId, params.credential, params.signal)
@@ -146,7 +144,7 @@ export async function pxeInitrdImage (deps: Deps, params: { imageId: string, ver
 export async function addrsizeImage (deps: Deps, params: { imageId: string, version?: string, credential?: Credential, signal?: AbortSignal }): Promise<{ data: Buffer, served: Omit<Served, 'image'> }> {
   const initrd = await pxeInitrdImage(deps, { ...params, arch: 's390x' })
   const prepared = ready(deps.store, pxeEntry(deps.store, params.version, 's390x'))
-  if (prepared.artifacts.addrsizePrefix === undefined) throw new DomainError(500, 'IMG_NO_ADDRSIZE', 'the s390x ISO has no images/initrd.addrsize')
+  if (prepared.artifacts.addrsizePrefix === undefined) throw new NoAddrsize()
   return {
     data: initrdAddrsize(prepared.artifacts.addrsizePrefix, initrd.image.size),
     served: { lastModified: initrd.lastModified, filename: `${params.imageId}-initrd.addrsize` }
@@ -159,11 +157,11 @@ export const ARTIFACTS = ['rootfs', 'kernel', 'ins-file'] as const
 export async function bootArtifact (store: ImageStore, params: { artifact: string, version?: string, arch: string }): Promise<Served> {
   const entry = pxeEntry(store, params.version, params.arch)
   if (!(ARTIFACTS as readonly string[]).includes(params.artifact) || (params.artifact === 'ins-file' && params.arch !== 's390x')) {
-    throw notFound('IMG_ARTIFACT_NOT_FOUND', `no boot artifact named ${params.artifact}`)
+    throw new ArtifactNotFound(`no boot artifact named ${params.artifact}`)
   }
   const prepared = ready(store, entry)
   const image = prepared.artifactImages[params.artifact as typeof ARTIFACTS[number]]
-  if (image === undefined) throw notFound('IMG_ARTIFACT_NOT_FOUND', `the OS image has no ${params.artifact}`)
+  if (image === undefined) throw new ArtifactNotFound(`the OS image has no ${params.artifact}`)
   const filename = params.artifact === 'rootfs' ? 'rootfs.img' : params.artifact === 'kernel' ? prepared.artifacts.kernelName : 'generic.ins'
   return {
     image,

@@ -1,11 +1,4 @@
-/** Thrown for any malformed ISO 9660 / El Torito / MBR / GPT structure. */
-export class IsoFormatError extends Error {
-  readonly code = 'ISO_FORMAT'
-  constructor (message: string) {
-    super(message)
-    this.name = 'IsoFormatError'
-  }
-}
+import { IsoFormatError } from '../errors.ts'
 
 export const SECTOR = 2048
 

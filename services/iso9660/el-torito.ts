@@ -1,4 +1,5 @@
-import { ByteReader, IsoFormatError, SECTOR } from './bytes.ts'
+import { ByteReader, SECTOR } from './bytes.ts'
+import { IsoFormatError } from '../errors.ts'
 
 export const PLATFORM = { x86: 0, ppc: 1, mac: 2, efi: 0xef } as const
 

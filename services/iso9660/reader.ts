@@ -1,5 +1,6 @@
 import { open, type FileHandle } from 'node:fs/promises'
-import { ByteReader, IsoFormatError, SECTOR } from './bytes.ts'
+import { ByteReader, SECTOR } from './bytes.ts'
+import { IsoFormatError } from '../errors.ts'
 import { parseBootCatalog, parseBootRecord, type BootCatalog } from './el-torito.ts'
 import { parseSusp, type RockRidge, type SuspEntries } from './rock-ridge.ts'
 import { parseSystemArea, SYSTEM_AREA_SIZE, type SystemArea } from './system-area.ts'

@@ -2,7 +2,8 @@ import { open } from 'node:fs/promises'
 import { SECTOR } from './bytes.ts'
 import { PLATFORM } from './el-torito.ts'
 import type { IsoEntry, IsoImage } from './reader.ts'
-import type { BootImageSpec, FileContent, IsoNode, IsoWriteOptions } from './writer.ts'
+import type { BootImageSpec, IsoNode, IsoWriteOptions } from './writer.ts'
+import type { Segment } from '../compose/segment.ts'
 
 /**
  * The source ISO's tree as writer input: every file a byte range of the
@@ -129,7 +130,7 @@ export async function optionsFromImage (image: IsoImage, reader: IsoWriteOptions
 }
 
 /** Reads any writer content into memory (boot images only: they are small). */
-export async function readContent (content: FileContent): Promise<Buffer> {
+export async function readContent (content: Segment): Promise<Buffer> {
   if (content.kind === 'buffer') return content.data
   if (content.kind === 'zero') return Buffer.alloc(content.length)
   const fh = await open(content.path, 'r')

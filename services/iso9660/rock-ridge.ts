@@ -1,4 +1,5 @@
-import { ByteReader, IsoFormatError, writeBoth32 } from './bytes.ts'
+import { ByteReader, writeBoth32 } from './bytes.ts'
+import { IsoFormatError } from '../errors.ts'
 
 /** POSIX attributes and the real name carried by SUSP/RRIP entries of one directory record. */
 export interface RockRidge {

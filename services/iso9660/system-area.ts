@@ -1,4 +1,5 @@
-import { ByteReader, IsoFormatError } from './bytes.ts'
+import { ByteReader } from './bytes.ts'
+import { IsoFormatError } from '../errors.ts'
 
 /** The first 16 sectors of an ISO: where isohybrid puts an MBR and a GPT. */
 export const SYSTEM_AREA_SIZE = 32768
@@ -94,13 +95,6 @@ export function parseSystemArea (raw: Buffer): SystemArea {
     }
   }
   return result
-}
-
-/** Formats a GUID the way sfdisk and xorriso print it (mixed-endian). */
-export function formatGuid (guid: Buffer): string {
-  const hex = (b: Buffer) => b.toString('hex').toUpperCase()
-  const rev = (b: Buffer) => hex(Buffer.from(b).reverse())
-  return `${rev(guid.subarray(0, 4))}-${rev(guid.subarray(4, 6))}-${rev(guid.subarray(6, 8))}-${hex(guid.subarray(8, 10))}-${hex(guid.subarray(10, 16))}`
 }
 
 const CRC_TABLE = (() => {

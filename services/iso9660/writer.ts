@@ -1,23 +1,18 @@
 import type { Segment } from '../compose/segment.ts'
-import { IsoFormatError, SECTOR, sectorsFor, writeBoth16, writeBoth32, writePadded } from './bytes.ts'
+import { SECTOR, sectorsFor, writeBoth16, writeBoth32, writePadded } from './bytes.ts'
+import { IsoFormatError } from '../errors.ts'
 import { buildBootCatalog, type BootEntry } from './el-torito.ts'
 import { FLAG } from './reader.ts'
 import { CE_ENTRY_LENGTH, ceEntry, erEntry, nmEntries, pxEntry, spEntry, tfEntry } from './rock-ridge.ts'
 import { compareIdentifiers, encodeUcs2, jolietName, uniquePrimaryName } from './names.ts'
 import { buildBackupGpt, gptBackupBytes, buildSystemArea, SYSTEM_AREA_SIZE, type HybridLayout, type SystemArea } from './system-area.ts'
 
-/** Where a file's bytes come from: a buffer, or a byte range of a file on disk (never copied). */
-export type FileContent =
-  | { kind: 'buffer', data: Buffer }
-  | { kind: 'file', path: string, offset: number, length: number }
-  | { kind: 'zero', length: number }
-
 export interface IsoNode {
   name: string
   /** Present for directories. */
   children?: IsoNode[]
   /** Present for files. */
-  content?: FileContent
+  content?: Segment
   /** Preferred primary identifier (kept from a source ISO so 8.3 lookups keep working). */
   primaryName?: string
   mode?: number
@@ -72,7 +67,7 @@ export interface IsoWriteOptions {
   boot?: { catalogPath: string, entries: BootImageSpec[] }
   hybrid?: HybridSource
   /** Reads a file's content; used only for boot-info-table images. */
-  readContent: (content: FileContent) => Promise<Buffer>
+  readContent: (content: Segment) => Promise<Buffer>
 }
 
 export interface LayoutPlan {
@@ -108,7 +103,7 @@ interface File {
   jolietId: Buffer
   size: number
   lba: number
-  content: FileContent
+  content: Segment
 }
 
 type Child = { dir: Dir } | { file: File }

@@ -1,5 +1,5 @@
 import { open, type FileHandle } from 'node:fs/promises'
-import { FilesystemError } from './errors.ts'
+import { FilesystemError } from '../errors.ts'
 
 const PAGE = 4096
 const CACHE_PAGES = 256

@@ -1,5 +1,5 @@
 import { Readable } from 'node:stream'
-import { FilesystemError } from './errors.ts'
+import { FilesystemError } from '../errors.ts'
 
 export type FileType = 'file' | 'dir' | 'symlink' | 'char' | 'block' | 'fifo' | 'socket'
 

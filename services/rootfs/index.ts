@@ -1,11 +1,11 @@
 import { ByteSource } from './byte-source.ts'
 import { ErofsFilesystem } from './erofs.ts'
-import { FilesystemError } from './errors.ts'
+import { FilesystemError } from '../errors.ts'
 import type { ReadOnlyFilesystem } from './filesystem.ts'
 import { SquashfsFilesystem } from './squashfs.ts'
 
 export { ByteSource } from './byte-source.ts'
-export { FilesystemError } from './errors.ts'
+export { FilesystemError } from '../errors.ts'
 export { createReadStream, lookup, readFile, walk, type DirEntry, type FileType, type Inode, type ReadOnlyFilesystem, type Stat } from './filesystem.ts'
 export { findNmstatectl, type FoundBinary } from './nmstatectl.ts'
 

@@ -1,4 +1,4 @@
-import { FilesystemError } from './errors.ts'
+import { FilesystemError } from '../errors.ts'
 import { lookup, readFile, walk, type Inode, type ReadOnlyFilesystem } from './filesystem.ts'
 
 const ELF_MAGIC = Buffer.from([0x7f, 0x45, 0x4c, 0x46])

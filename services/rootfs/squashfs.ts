@@ -1,7 +1,7 @@
 import { decompressBlock, CompressionError, type Codec } from '../compression/index.ts'
 import type { ByteSource } from './byte-source.ts'
 import { DecodedCache } from './decoded-cache.ts'
-import { FilesystemError } from './errors.ts'
+import { FilesystemError } from '../errors.ts'
 import { checkEntryName, type DirEntry, type FileType, type Inode, type ReadOnlyFilesystem, type Stat } from './filesystem.ts'
 
 /**

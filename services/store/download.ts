@@ -7,37 +7,27 @@ import { pipeline } from 'node:stream/promises'
 import { Transform } from 'node:stream'
 import got, { type Response } from 'got'
 import { outboundAgents, type OutboundOptions } from '../http/agents.ts'
+import { DownloadError } from '../errors.ts'
 
 export interface DownloadLog {
   info: (obj: object, msg: string) => void
   warn: (obj: object, msg: string) => void
 }
 
+/** Retries wait at most this long, however many attempts failed. */
+const MAX_BACKOFF_MS = 30_000
+
 export interface DownloadOptions extends OutboundOptions {
   headers?: Record<string, string>
   query?: Record<string, string>
   attempts?: number
   backoffMs?: number
-  maxBackoffMs?: number
   progressIntervalMs?: number
   log: DownloadLog
   onBytes?: (n: number) => void
   signal?: AbortSignal
   /** Label for log lines (the OS image key, never the URL: it may carry credentials). */
   label: string
-}
-
-export class DownloadError extends Error {
-  readonly retriable: boolean
-  readonly code = 'IMG_DOWNLOAD_FAILED'
-  /** What a resume needs, when the failed transfer learned it. */
-  validator?: string
-  total?: number
-  constructor (message: string, retriable: boolean) {
-    super(message)
-    this.name = 'DownloadError'
-    this.retriable = retriable
-  }
 }
 
 /** Waits `ms`, or rejects when `signal` aborts; the abort listener never outlives the wait. */
@@ -59,7 +49,6 @@ export async function download (url: string, tempPath: string, options: Download
   const agents = outboundAgents(options)
   const attempts = options.attempts ?? 5
   const base = options.backoffMs ?? 1000
-  const maxBackoff = options.maxBackoffMs ?? 30_000
   let validator: string | undefined
   let total: number | undefined
   await open(tempPath, 'w').then(fh => fh.close())
@@ -82,7 +71,7 @@ export async function download (url: string, tempPath: string, options: Download
         if (!retriable || attempt >= attempts) {
           throw err instanceof DownloadError ? err : new DownloadError((err as Error).message, true)
         }
-        const delay = Math.min(maxBackoff, base * 2 ** (attempt - 1)) * (0.5 + Math.random() / 2)
+        const delay = Math.min(MAX_BACKOFF_MS, base * 2 ** (attempt - 1)) * (0.5 + Math.random() / 2)
         options.log.warn({ image: options.label, attempt, error: (err as Error).message, retryInMs: Math.round(delay) }, 'download interrupted, retrying')
         await sleep(delay, options.signal)
       }

@@ -15,7 +15,6 @@ export class AnswerCache<T> {
   readonly #entries = new Map<string, Entry<T>>()
   readonly #pending = new Map<string, Pending<T>>()
   #bytes = 0
-  hits = 0
 
   constructor (ttlMs: number, maxBytes: number) {
     this.ttlMs = ttlMs
@@ -32,7 +31,6 @@ export class AnswerCache<T> {
   async get (key: string, load: (signal: AbortSignal) => Promise<T>, sizeOf: (value: T) => number, signal?: AbortSignal): Promise<{ value: T, hit: boolean }> {
     const cached = this.#entries.get(key)
     if (cached !== undefined && cached.expires > Date.now()) {
-      this.hits++
       return { value: cached.value, hit: true }
     }
     if (cached !== undefined) this.#delete(key)
@@ -56,7 +54,6 @@ export class AnswerCache<T> {
       pending = entry
       this.#pending.set(key, pending)
     }
-    if (shared) this.hits++
     const current = pending
     current.waiters++
     try {

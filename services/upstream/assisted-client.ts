@@ -2,7 +2,7 @@ import type http from 'node:http'
 import type https from 'node:https'
 import got, { RequestError, TimeoutError } from 'got'
 import type { IsoKind } from '../coreos/customize.ts'
-import { DomainError } from '../errors.ts'
+import { InvalidImageId, upstreamStatus, UpstreamBadAnswer, UpstreamTimeout, UpstreamTooLarge, UpstreamUnreachable } from '../errors.ts'
 import { isImageId } from '../images/credentials.ts'
 import { outboundAgents, type OutboundOptions } from '../http/agents.ts'
 import { parseKernelArguments, type Credential, type IgnitionAnswer, type InfraEnvSource } from './infra-env-source.ts'
@@ -44,7 +44,7 @@ export class AssistedClient implements InfraEnvSource {
 
   async #get (endpoint: Endpoint, imageId: string, suffix: string, query: Record<string, string>, credential: Credential | undefined, signal?: AbortSignal) {
     // The id becomes a path segment: nothing but a valid id may reach it (no dot segments, no separators).
-    if (!isImageId(imageId)) throw new DomainError(404, 'IMG_BAD_ID', 'invalid image id')
+    if (!isImageId(imageId)) throw new InvalidImageId()
     const url = new URL(`${this.#base}${API}/${encodeURIComponent(imageId)}${suffix}`)
     for (const [k, v] of Object.entries(query)) url.searchParams.set(k, v)
     const headers: Record<string, string> = {}
@@ -75,10 +75,10 @@ export class AssistedClient implements InfraEnvSource {
       return response
     } catch (err) {
       this.#onCall?.(endpoint, tooLarge ? 'too-large' : 'error')
-      if (tooLarge) throw new DomainError(502, 'UPSTREAM_TOO_LARGE', `assisted-service answered more than ${limit} bytes for ${endpoint}`)
+      if (tooLarge) throw new UpstreamTooLarge(limit, endpoint)
       if (signal?.aborted === true) throw err
-      if (err instanceof TimeoutError) throw new DomainError(504, 'UPSTREAM_TIMEOUT', 'assisted-service did not answer in time')
-      if (err instanceof RequestError) throw new DomainError(502, 'UPSTREAM_UNREACHABLE', 'cannot reach assisted-service')
+      if (err instanceof TimeoutError) throw new UpstreamTimeout()
+      if (err instanceof RequestError) throw new UpstreamUnreachable()
       throw err
     }
   }
@@ -106,14 +106,9 @@ export class AssistedClient implements InfraEnvSource {
     try {
       infraEnv = JSON.parse(response.body.toString('utf8')) as typeof infraEnv
     } catch {
-      throw new DomainError(502, 'UPSTREAM_BAD_ANSWER', 'assisted-service sent an infra-env that is not JSON')
+      throw new UpstreamBadAnswer('assisted-service sent an infra-env that is not JSON')
     }
     return parseKernelArguments(infraEnv.kernel_arguments)
   }
 }
 
-/** An upstream 4xx/5xx goes to the client as is; anything else unexpected is a 502. */
-function upstreamStatus (status: number, call: string): DomainError {
-  if (status >= 400 && status <= 599) return new DomainError(status, 'UPSTREAM_STATUS', `assisted-service answered ${status} to the ${call} request`)
-  return new DomainError(502, 'UPSTREAM_STATUS', `assisted-service answered ${status} to the ${call} request`)
-}

@@ -1,5 +1,5 @@
 import type { IsoKind } from '../coreos/customize.ts'
-import { DomainError } from '../errors.ts'
+import { UpstreamBadKargs } from '../errors.ts'
 
 /** The one credential forwarded to assisted-service, and how. */
 export type Credential =
@@ -24,7 +24,7 @@ export interface InfraEnvSource {
  */
 export function parseKernelArguments (value: unknown): string[] {
   if (value === null || value === undefined || value === '') return []
-  const bad = (why: string) => new DomainError(502, 'UPSTREAM_BAD_KARGS', `invalid kernel_arguments from assisted-service: ${why}`)
+  const bad = (why: string) => new UpstreamBadKargs(why)
   if (typeof value !== 'string') throw bad('not a string')
   let parsed: unknown
   try {

@@ -1,7 +1,7 @@
 import { readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { IsoKind } from '../coreos/customize.ts'
-import { DomainError } from '../errors.ts'
+import { InfraEnvNotFound, UpstreamBadAnswer } from '../errors.ts'
 import { parseKernelArguments, type Credential, type IgnitionAnswer, type InfraEnvSource } from './infra-env-source.ts'
 
 /**
@@ -17,7 +17,7 @@ export class LocalInfraEnvSource implements InfraEnvSource {
   }
 
   #path (imageId: string, file: string): string {
-    if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(imageId)) throw new DomainError(404, 'INFRA_ENV_NOT_FOUND', 'no such infra-env')
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(imageId)) throw new InfraEnvNotFound()
     return join(this.dir, imageId, file)
   }
 
@@ -34,7 +34,7 @@ export class LocalInfraEnvSource implements InfraEnvSource {
 
   async ignition (imageId: string, _isoType: IsoKind | undefined, _credential: Credential | undefined): Promise<IgnitionAnswer> {
     const found = await this.#read(imageId, 'discovery.ign')
-    if (found === undefined) throw new DomainError(404, 'INFRA_ENV_NOT_FOUND', 'no such infra-env')
+    if (found === undefined) throw new InfraEnvNotFound()
     return { data: found.data, lastModified: found.mtime }
   }
 
@@ -50,7 +50,7 @@ export class LocalInfraEnvSource implements InfraEnvSource {
     try {
       infraEnv = JSON.parse(found.data.toString('utf8')) as typeof infraEnv
     } catch {
-      throw new DomainError(502, 'UPSTREAM_BAD_ANSWER', `infra-env.json of ${imageId} is not JSON`)
+      throw new UpstreamBadAnswer(`infra-env.json of ${imageId} is not JSON`)
     }
     return parseKernelArguments(infraEnv.kernel_arguments)
   }

@@ -1,7 +1,7 @@
 import t from 'tap'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { ConcurrencyLimiter } from '../../services/limiter.ts'
-import { DomainError } from '../../services/errors.ts'
+import { QueueTimeout, type DomainError } from '../../services/errors.ts'
 
 t.test('grants up to max slots, then queues in FIFO order', async t => {
   const limiter = new ConcurrencyLimiter(2, 10_000)
@@ -25,13 +25,12 @@ t.test('grants up to max slots, then queues in FIFO order', async t => {
   t.equal(limiter.active, 2)
 })
 
-t.test('a waiter times out with 503 and Retry-After', async t => {
+t.test('a waiter times out with QUEUE_TIMEOUT', async t => {
   const limiter = new ConcurrencyLimiter(1, 50)
   await limiter.acquire()
   const err = await limiter.acquire().catch((e: unknown) => e) as DomainError
-  t.type(err, DomainError)
-  t.equal(err.statusCode, 503)
-  t.equal(err.headers['retry-after'], '1')
+  t.type(err, QueueTimeout)
+  t.equal(err.code, 'QUEUE_TIMEOUT')
   t.equal(limiter.queued, 0)
 })
 

@@ -1,7 +1,7 @@
 import t from 'tap'
 import { closeSync, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs'
 import { IsoImage } from '../../../services/iso9660/reader.ts'
-import { IsoFormatError } from '../../../services/iso9660/bytes.ts'
+import { IsoFormatError } from '../../../services/errors.ts'
 import { goldenIsos } from '../../fixtures/iso-report.ts'
 
 /** Small deterministic PRNG so a failure can be replayed. */

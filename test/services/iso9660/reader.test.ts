@@ -1,6 +1,6 @@
 import t, { type Test } from 'tap'
 import { IsoImage } from '../../../services/iso9660/reader.ts'
-import { IsoFormatError } from '../../../services/iso9660/bytes.ts'
+import { IsoFormatError } from '../../../services/errors.ts'
 import { masterCoreosIso } from '../../fixtures/coreos-iso.ts'
 import { goldenIsos, isoinfoListing, sfdiskPartitions, xorrisoBootImages } from '../../fixtures/iso-report.ts'
 import { missingTools, run } from '../../fixtures/tools.ts'
@@ -94,5 +94,5 @@ t.test('ISOs mastered with genisoimage + isohybrid --uefi and with xorriso', { s
 t.test('malformed input is an IsoFormatError naming the structure', async t => {
   const dir = t.testdir({ 'empty.iso': '', 'zeros.iso': Buffer.alloc(40000) })
   await t.rejects(IsoImage.open(`${dir}/empty.iso`), IsoFormatError)
-  await t.rejects(IsoImage.open(`${dir}/zeros.iso`), { name: 'IsoFormatError', message: /volume descriptor 16: missing CD001/ })
+  await t.rejects(IsoImage.open(`${dir}/zeros.iso`), { code: 'ISO_FORMAT', message: /volume descriptor 16: missing CD001/ })
 })
