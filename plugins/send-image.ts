@@ -1,20 +1,11 @@
-import { randomBytes } from 'node:crypto'
 import fp from 'fastify-plugin'
 import { Counter } from 'prom-client'
-import { METRIC_PREFIX } from '../services/metrics.ts'
 import type { FastifyReply } from 'fastify'
 import { validateHeaderValue, type OutgoingHttpHeaders, type ServerResponse } from 'node:http'
 import type { ComposedImage } from '../services/compose/composed-image.ts'
-import { contentDisposition } from '../services/http/content-disposition.ts'
-import { evaluatePreconditions, ifRangeMatches, multipartLayout, parseRange } from '../services/http/ranges.ts'
+import { planImageResponse, writeImageBody, type ImageMeta } from '../services/http/image-response.ts'
+import { METRIC_PREFIX } from '../services/metrics.ts'
 import { errorBody } from './errors.ts'
-
-export interface ImageMeta {
-  /** For Content-Disposition. */
-  filename: string
-  lastModified: Date
-  cacheControl?: string
-}
 
 declare module 'fastify' {
   interface FastifyReply {
@@ -23,8 +14,6 @@ declare module 'fastify' {
   }
 }
 
-const CONTENT_TYPE = 'application/octet-stream'
-
 interface SendOptions {
   idleTimeoutMs: number
   onIdleTimeout: () => void
@@ -32,49 +21,15 @@ interface SendOptions {
 
 async function sendImage (this: FastifyReply, image: ComposedImage, meta: ImageMeta, options: SendOptions): Promise<void> {
   const request = this.request
-  const validators = { etag: image.etag, lastModified: meta.lastModified }
-  const common: Record<string, string> = {
-    etag: image.etag,
-    'last-modified': meta.lastModified.toUTCString(),
-    'accept-ranges': 'bytes',
-    ...(meta.cacheControl !== undefined ? { 'cache-control': meta.cacheControl } : {})
-  }
-  const verdict = evaluatePreconditions(request.headers, validators)
-  if (verdict === 304) { await this.code(304).headers(common).send(); return }
-  if (verdict === 412) { await this.code(412).headers(common).send(errorBody('PRECONDITION_FAILED', 'precondition failed')); return }
-
-  const range = ifRangeMatches(request.headers, validators) ? parseRange(request.headers.range, image.size) : { kind: 'none' as const }
-  if (range.kind === 'unsatisfiable') {
-    await this.code(416).headers({ ...common, 'content-range': `bytes */${image.size}` }).send(errorBody('RANGE_NOT_SATISFIABLE', `the image has ${image.size} bytes`))
+  const plan = planImageResponse(image, meta, request.headers)
+  if (plan.kind === 'short') {
+    await this.code(plan.status).headers(plan.headers).send(plan.error !== undefined ? errorBody(plan.error.code, plan.error.message) : undefined)
     return
-  }
-  const headers: Record<string, string | number> = { ...common, 'content-disposition': contentDisposition(meta.filename) }
-  let status = 200
-  let parts: Array<{ head?: Buffer, start: number, end: number }> = [{ start: 0, end: image.size }]
-  let tail: Buffer | undefined
-  if (range.kind === 'ranges' && range.ranges.length === 1) {
-    const r = range.ranges[0]!
-    status = 206
-    headers['content-range'] = `bytes ${r.start}-${r.end - 1}/${image.size}`
-    headers['content-type'] = CONTENT_TYPE
-    headers['content-length'] = r.end - r.start
-    parts = [r]
-  } else if (range.kind === 'ranges') {
-    const boundary = randomBytes(12).toString('hex')
-    const layout = multipartLayout(range.ranges, image.size, CONTENT_TYPE, boundary)
-    status = 206
-    headers['content-type'] = `multipart/byteranges; boundary=${boundary}`
-    headers['content-length'] = layout.length
-    parts = range.ranges.map((r, i) => ({ head: layout.heads[i]!, ...r }))
-    tail = layout.tail
-  } else {
-    headers['content-type'] = CONTENT_TYPE
-    headers['content-length'] = image.size
   }
 
   // Every header is checked while Fastify still answers errors: after hijack() nothing may throw unanswered.
-  const allHeaders = { ...this.getHeaders(), ...headers } as OutgoingHttpHeaders
-  for (const [name, value] of Object.entries(allHeaders)) {
+  const headers = { ...this.getHeaders(), ...plan.headers } as OutgoingHttpHeaders
+  for (const [name, value] of Object.entries(headers)) {
     if (value !== undefined) for (const v of Array.isArray(value) ? value : [value]) validateHeaderValue(name, String(v))
   }
 
@@ -89,14 +44,9 @@ async function sendImage (this: FastifyReply, image: ComposedImage, meta: ImageM
     res.destroy()
   })
   try {
-    res.writeHead(status, allHeaders)
+    res.writeHead(plan.status, headers)
     if (request.method === 'HEAD') { res.end(); return }
-    for (const part of parts) {
-      if (part.head !== undefined) res.write(part.head)
-      await image.writeTo(res, part.start, part.end)
-    }
-    if (tail !== undefined) res.write(tail)
-    res.end()
+    await writeImageBody(res, image, plan.parts, plan.tail)
   } catch (err) {
     if (!res.destroyed) request.log.error({ err }, 'image stream failed')
     res.destroy()
