@@ -1,5 +1,5 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { customizedIso, ISO_FILENAME_OF, ISO_FILENAMES, type Served } from '../services/images/image-requests.ts'
+import { ISO_FILENAMES, type Served } from '../services/images/image-requests.ts'
 import { TokenNamesNoImage, UnknownFilename } from '../services/errors.ts'
 import type { LinkTarget } from '../services/short-links.ts'
 import { IMAGE_ID_PATTERN, jwtExpiry, pickCredential } from '../services/images/credentials.ts'
@@ -23,7 +23,9 @@ export function requestCredential (request: FastifyRequest, path: { apiKey?: str
   })
 }
 
+/** Sends what a service call returned, advertising its short link (`Link: <...>; rel="alternate"`) when it has one. */
 export async function sendServed (reply: FastifyReply, served: Served): Promise<void> {
+  if (served.link !== undefined) reply.header('link', `<${served.link}>; rel="alternate"`)
   await reply.sendImage(served.image, {
     filename: served.filename,
     lastModified: served.lastModified,
@@ -74,15 +76,9 @@ export interface IsoRouteSpec {
   credentialFrom?: (value: string) => { apiKey?: string, token?: string }
 }
 
-/** Serves a customized ISO and advertises its short link (`Link: <...>; rel="alternate"`). */
+/** Serves a customized ISO with its short link. */
 export async function serveIso (fastify: FastifyInstance, reply: FastifyReply, target: LinkTarget, expiresAt?: number): Promise<void> {
-  const deps = { store: fastify.imageStore, source: fastify.infraEnvSource }
-  const served = await customizedIso(deps, { ...target, signal: clientSignal(reply) })
-  const expires = expiresAt ?? Date.now() + fastify.config.shortLinkTtlSeconds * 1000
-  const code = await fastify.mintShortLink(target, expires)
-  const filename = ISO_FILENAME_OF.get(target.type)!
-  if (code !== undefined) reply.header('link', `<${fastify.config.imageServiceBaseUrl}/s/${code}/${filename}>; rel="alternate"`)
-  await sendServed(reply, served)
+  await sendServed(reply, await fastify.images.iso(target, { signal: clientSignal(reply), ...(expiresAt !== undefined ? { expiresAt } : {}) }))
 }
 
 /** Registers one of the short ISO routes (byid, bytoken, byapikey): they differ only in how the id is found. */

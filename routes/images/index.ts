@@ -1,8 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
-import { addrsizeImage, pxeInitrdImage } from '../../services/images/image-requests.ts'
 import { TypeInvalid, TypeRequired, VersionRequired } from '../../services/errors.ts'
 import type { IsoKind } from '../../services/coreos/customize.ts'
-import { ComposedImage } from '../../services/compose/composed-image.ts'
 import { allowOnlyGetAndHead, clientSignal, IMAGE_ID, requestCredential, sendServed, serveIso } from '../shared.ts'
 
 interface Query { version?: string, type?: string, arch?: string }
@@ -13,8 +11,6 @@ const params = { type: 'object', required: ['imageId'], properties: { imageId: {
 const query = { type: 'object', properties: { version: { type: 'string' }, type: { type: 'string' }, arch: { type: 'string' } } } as const
 
 export default async function imagesRoutes (fastify: FastifyInstance) {
-  const deps = { store: fastify.imageStore, source: fastify.infraEnvSource }
-
   /** Deprecated long form of the ISO routes. */
   fastify.get('/images/:imageId', { schema: { params, querystring: query }, config: { limited: true } }, async function downloadImage (request: Req, reply) {
     const { version, type, arch = 'x86_64' } = request.query
@@ -28,7 +24,7 @@ export default async function imagesRoutes (fastify: FastifyInstance) {
 
   fastify.get('/images/:imageId/pxe-initrd', { schema: { params, querystring: query }, config: { limited: true, plainHttp: true } }, async function downloadPxeInitrd (request: Req, reply) {
     const credential = requestCredential(request)
-    await sendServed(reply, await pxeInitrdImage(deps, {
+    await sendServed(reply, await fastify.images.pxeInitrd({
       imageId: request.params.imageId, arch: request.query.arch ?? 'x86_64', ...(request.query.version !== undefined ? { version: request.query.version } : {}),
       ...(credential !== undefined ? { credential } : {}), signal: clientSignal(reply)
     }))
@@ -37,11 +33,10 @@ export default async function imagesRoutes (fastify: FastifyInstance) {
 
   fastify.get('/images/:imageId/s390x-initrd-addrsize', { schema: { params, querystring: query }, config: { limited: true } }, async function downloadAddrsize (request: Req, reply) {
     const credential = requestCredential(request)
-    const { data, served } = await addrsizeImage(deps, {
+    await sendServed(reply, await fastify.images.addrsize({
       imageId: request.params.imageId, ...(request.query.version !== undefined ? { version: request.query.version } : {}),
       ...(credential !== undefined ? { credential } : {}), signal: clientSignal(reply)
-    })
-    await sendServed(reply, { ...served, image: await ComposedImage.fromSegments([{ kind: 'buffer', data }]) })
+    }))
   })
   allowOnlyGetAndHead(fastify, '/images/:imageId/s390x-initrd-addrsize')
 }

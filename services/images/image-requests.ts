@@ -1,4 +1,4 @@
-import type { ComposedImage } from '../compose/composed-image.ts'
+import { ComposedImage } from '../compose/composed-image.ts'
 import { createHash } from 'node:crypto'
 import { customize, type HostContent, type IsoKind, type IsoTemplate } from '../coreos/customize.ts'
 import { initrdAddrsize, pxeInitrd } from '../coreos/pxe.ts'
@@ -7,6 +7,7 @@ import type { ImageStore, PreparedImage } from '../store/image-store.ts'
 import type { OsImageEntry } from '../store/os-image-entry.ts'
 import { needsNmstate } from '../store/image-store.ts'
 import type { Credential, InfraEnvSource } from '../upstream/infra-env-source.ts'
+import type { LinkTarget } from '../short-links.ts'
 
 const CUSTOMIZED_PER_TEMPLATE = 256
 
@@ -36,8 +37,6 @@ class CustomizedImages {
   }
 }
 
-const customizedImages = new CustomizedImages()
-
 // Cached upstream answers come back as the same Buffer objects: hash each one once.
 const digests = new WeakMap<Buffer, string>()
 function digest (data: Buffer): string {
@@ -59,9 +58,26 @@ export const ISO_FILENAMES: ReadonlyMap<string, IsoKind> = new Map([
 /** The file name each kind of ISO is served under (the inverse of ISO_FILENAMES). */
 export const ISO_FILENAME_OF: ReadonlyMap<IsoKind, string> = new Map([...ISO_FILENAMES].map(([name, kind]) => [kind, name]))
 
-export interface Deps { store: ImageStore, source: InfraEnvSource }
+export interface Served {
+  image: ComposedImage
+  lastModified: Date
+  filename: string
+  cacheControl?: string
+  /** The image's short URL, for a `Link` header (ISOs, when the link store could be written). */
+  link?: string
+}
 
-export interface Served { image: ComposedImage, lastModified: Date, filename: string, cacheControl?: string }
+export interface ImageRequestsDeps {
+  store: ImageStore
+  source: InfraEnvSource
+  /** The short-link code of a target, or undefined when the link store cannot be written. */
+  mintLink: (target: LinkTarget, expires: number) => Promise<string | undefined>
+  /** IMAGE_SERVICE_BASE_URL, for short links. */
+  baseUrl: string
+  linkTtlMs: number
+}
+
+interface HostParams { imageId: string, credential?: Credential, signal?: AbortSignal }
 
 function ready (store: ImageStore, entry: OsImageEntry): PreparedImage {
   const prepared = store.get(store.keyOf(entry))
@@ -93,27 +109,6 @@ export function resolveIsoEntry (store: ImageStore, version: string, arch: strin
   return entry
 }
 
-/** The host's ISO: template + Ignition + ramdisk (minimal) + kernel arguments. */
-export async function customizedIso (deps: Deps, params: { imageId: string, version: string, arch: string, type: IsoKind, credential?: Credential, signal?: AbortSignal }): Promise<Served> {
-  const entry = resolveIsoEntry(deps.store, params.version, params.arch, params.type)
-  const prepared = ready(deps.store, entry)
-  const template = prepared.templates[params.type]
-  if (template === undefined) throw new TypeNotAvailable(`no ${params.type} for version ${params.version} (${params.arch})`)
-  const { source } = deps
-  const [ignition, ramdisk, kargs] = await Promise.all([
-    source.ignition(params.imageId, params.type, params.credential, params.signal),
-    params.type === 'minimal-iso' ? source.ramdisk(params.imageId, params.credential, params.signal) : Promise.resolve(undefined),
-    source.kernelArguments(params.imageId, params.credential, params.signal)
-  ])
-  if (ramdisk !== undefined) requireNmstate(entry, prepared)
-  const image = customizedImages.get(template, { ignition: ignition.data, ...(ramdisk !== undefined ? { ramdisk } : {}), kargs })
-  return {
-    image,
-    lastModified: ignition.lastModified ?? prepared.lastModified,
-    filename: params.type === 'disconnected-iso' ? `agent-ove.${params.arch}.iso` : `${params.imageId}-discovery.iso`
-  }
-}
-
 function pxeEntry (store: ImageStore, version: string | undefined, arch: string): OsImageEntry {
   if (version === undefined || version === '') throw new VersionRequired()
   const entry = store.find(version, arch, 'full-iso')
@@ -121,53 +116,99 @@ function pxeEntry (store: ImageStore, version: string | undefined, arch: string)
   return entry
 }
 
-/** initrd.img + Ignition + ramdisk (+ nmstate with a ramdisk on 4.18+ entries), for PXE. */
-export async function pxeInitrdImage (deps: Deps, params: { imageId: string, version?: string, arch: string, credential?: Credential, signal?: AbortSignal }): Promise<Served> {
-  const entry = pxeEntry(deps.store, params.version, params.arch)
-  const prepared = ready(deps.store, entry)
-  if (prepared.initrd === undefined) throw new NoInitrd()
-  const [ignition, ramdisk] = await Promise.all([
-    deps.source.ignition(params.imageId, undefined, params.credential, params.signal),
-    deps.source.ramdisk(params.imageId, params.credential, params.signal)
-  ])
-  if (ramdisk !== undefined) requireNmstate(entry, prepared)
-  const image = pxeInitrd(prepared.initrd, {
-    ignition: ignition.data,
-    ...(ramdisk !== undefined ? { ramdisk } : {}),
-    // nmstatectl applies the static network configuration the ramdisk carries: without one it is not needed.
-    ...(ramdisk !== undefined && needsNmstate(entry) && prepared.nmstate !== undefined ? { nmstate: prepared.nmstate } : {})
-  })
-  return { image, lastModified: ignition.lastModified ?? prepared.lastModified, filename: `${params.imageId}-initrd.img` }
-}
-
-/** s390x initrd.addrsize: the ISO's load address and the size of the PXE initrd the same parameters give. */
-export async function addrsizeImage (deps: Deps, params: { imageId: string, version?: string, credential?: Credential, signal?: AbortSignal }): Promise<{ data: Buffer, served: Omit<Served, 'image'> }> {
-  const initrd = await pxeInitrdImage(deps, { ...params, arch: 's390x' })
-  const prepared = ready(deps.store, pxeEntry(deps.store, params.version, 's390x'))
-  if (prepared.artifacts.addrsizePrefix === undefined) throw new NoAddrsize()
-  return {
-    data: initrdAddrsize(prepared.artifacts.addrsizePrefix, initrd.image.size),
-    served: { lastModified: initrd.lastModified, filename: `${params.imageId}-initrd.addrsize` }
-  }
-}
-
 export const ARTIFACTS = ['rootfs', 'kernel', 'ins-file'] as const
 
-/** A raw file of the full ISO: rootfs, kernel or (s390x) generic.ins. */
-export async function bootArtifact (store: ImageStore, params: { artifact: string, version?: string, arch: string }): Promise<Served> {
-  const entry = pxeEntry(store, params.version, params.arch)
-  if (!(ARTIFACTS as readonly string[]).includes(params.artifact) || (params.artifact === 'ins-file' && params.arch !== 's390x')) {
-    throw new ArtifactNotFound(`no boot artifact named ${params.artifact}`)
+/**
+ * What every image route serves, from the parameters a route parsed: the
+ * prepared OS images, the host's content from assisted-service, and short
+ * links. It owns the cache of recently customized images, so its lifetime is
+ * the app's.
+ */
+export class ImageRequests {
+  readonly #deps: ImageRequestsDeps
+  readonly #customized = new CustomizedImages()
+
+  constructor (deps: ImageRequestsDeps) {
+    this.#deps = deps
   }
-  const prepared = ready(store, entry)
-  const image = prepared.artifactImages[params.artifact as typeof ARTIFACTS[number]]
-  if (image === undefined) throw new ArtifactNotFound(`the OS image has no ${params.artifact}`)
-  const filename = params.artifact === 'rootfs' ? 'rootfs.img' : params.artifact === 'kernel' ? prepared.artifacts.kernelName : 'generic.ins'
-  return {
-    image,
-    lastModified: prepared.lastModified,
-    filename,
-    // A version's artifacts never change: let caches and CDNs keep them.
-    cacheControl: 'public, max-age=86400'
+
+  /**
+   * The host's ISO (template + Ignition + ramdisk for minimal + kernel
+   * arguments) and its short link, valid until `expiresAt` (default: the link TTL).
+   */
+  async iso (target: LinkTarget, options: { signal?: AbortSignal, expiresAt?: number } = {}): Promise<Served> {
+    const { store, source } = this.#deps
+    const { imageId, version, arch, type, credential } = target
+    const entry = resolveIsoEntry(store, version, arch, type)
+    const prepared = ready(store, entry)
+    const template = prepared.templates[type]
+    if (template === undefined) throw new TypeNotAvailable(`no ${type} for version ${version} (${arch})`)
+    const [ignition, ramdisk, kargs] = await Promise.all([
+      source.ignition(imageId, type, credential, options.signal),
+      type === 'minimal-iso' ? source.ramdisk(imageId, credential, options.signal) : Promise.resolve(undefined),
+      source.kernelArguments(imageId, credential, options.signal)
+    ])
+    if (ramdisk !== undefined) requireNmstate(entry, prepared)
+    const image = this.#customized.get(template, { ignition: ignition.data, ...(ramdisk !== undefined ? { ramdisk } : {}), kargs })
+    const code = await this.#deps.mintLink(target, options.expiresAt ?? Date.now() + this.#deps.linkTtlMs)
+    return {
+      image,
+      lastModified: ignition.lastModified ?? prepared.lastModified,
+      filename: type === 'disconnected-iso' ? `agent-ove.${arch}.iso` : `${imageId}-discovery.iso`,
+      ...(code !== undefined ? { link: `${this.#deps.baseUrl}/s/${code}/${ISO_FILENAME_OF.get(type)!}` } : {})
+    }
+  }
+
+  /** initrd.img + Ignition + ramdisk (+ nmstate with a ramdisk on 4.18+ entries), for PXE. */
+  async pxeInitrd (params: HostParams & { version?: string, arch: string }): Promise<Served> {
+    const { store, source } = this.#deps
+    const entry = pxeEntry(store, params.version, params.arch)
+    const prepared = ready(store, entry)
+    if (prepared.initrd === undefined) throw new NoInitrd()
+    const [ignition, ramdisk] = await Promise.all([
+      source.ignition(params.imageId, undefined, params.credential, params.signal),
+      source.ramdisk(params.imageId, params.credential, params.signal)
+    ])
+    if (ramdisk !== undefined) requireNmstate(entry, prepared)
+    const image = pxeInitrd(prepared.initrd, {
+      ignition: ignition.data,
+      ...(ramdisk !== undefined ? { ramdisk } : {}),
+      // nmstatectl applies the static network configuration the ramdisk carries: without one it is not needed.
+      ...(ramdisk !== undefined && needsNmstate(entry) && prepared.nmstate !== undefined ? { nmstate: prepared.nmstate } : {})
+    })
+    return { image, lastModified: ignition.lastModified ?? prepared.lastModified, filename: `${params.imageId}-initrd.img` }
+  }
+
+  /** s390x initrd.addrsize: the ISO's load address and the size of the PXE initrd the same parameters give. */
+  async addrsize (params: HostParams & { version?: string }): Promise<Served> {
+    const initrd = await this.pxeInitrd({ ...params, arch: 's390x' })
+    const prepared = ready(this.#deps.store, pxeEntry(this.#deps.store, params.version, 's390x'))
+    if (prepared.artifacts.addrsizePrefix === undefined) throw new NoAddrsize()
+    const data = initrdAddrsize(prepared.artifacts.addrsizePrefix, initrd.image.size)
+    return {
+      image: await ComposedImage.fromSegments([{ kind: 'buffer', data }]),
+      lastModified: initrd.lastModified,
+      filename: `${params.imageId}-initrd.addrsize`
+    }
+  }
+
+  /** A raw file of the full ISO: rootfs, kernel or (s390x) generic.ins. */
+  async bootArtifact (params: { artifact: string, version?: string, arch: string }): Promise<Served> {
+    const { store } = this.#deps
+    const entry = pxeEntry(store, params.version, params.arch)
+    if (!(ARTIFACTS as readonly string[]).includes(params.artifact) || (params.artifact === 'ins-file' && params.arch !== 's390x')) {
+      throw new ArtifactNotFound(`no boot artifact named ${params.artifact}`)
+    }
+    const prepared = ready(store, entry)
+    const image = prepared.artifactImages[params.artifact as typeof ARTIFACTS[number]]
+    if (image === undefined) throw new ArtifactNotFound(`the OS image has no ${params.artifact}`)
+    const filename = params.artifact === 'rootfs' ? 'rootfs.img' : params.artifact === 'kernel' ? prepared.artifacts.kernelName : 'generic.ins'
+    return {
+      image,
+      lastModified: prepared.lastModified,
+      filename,
+      // A version's artifacts never change: let caches and CDNs keep them.
+      cacheControl: 'public, max-age=86400'
+    }
   }
 }
