@@ -47,7 +47,7 @@ export async function buildServer (config: Config, options: ServerOptions = {}):
   let extraServer: http.Server | undefined
   const { tls, httpListenPort, listenPort } = config
   // Loaded here, not at the top: a cluster's primary never serves HTTP and need not hold the HTTP stack.
-  const [{ default: Fastify, LogController }, { appPlugin }, { markRestrictedPlainHttp }, { errorBody }] = await Promise.all([
+  const [{ default: Fastify, LogController }, { appPlugin }, { markRestrictedPlainHttp }, { errorBody, schemaErrorFormatter }] = await Promise.all([
     import('fastify'), import('./app.ts'), import('./plugins/plain-http.ts'), import('./plugins/errors.ts')
   ])
   const fastify = Fastify({
@@ -60,6 +60,7 @@ export async function buildServer (config: Config, options: ServerOptions = {}):
       const status = error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 400
       void (reply as unknown as { code: (n: number) => { send: (body: unknown) => unknown } }).code(status).send(errorBody('BAD_URL', 'malformed request URL'))
     },
+    schemaErrorFormatter,
     keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
     requestTimeout: REQUEST_TIMEOUT_MS,
     return503OnClosing: true,

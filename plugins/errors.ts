@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin'
-import type { FastifyError } from 'fastify'
+import type { FastifyError, FastifySchemaValidationError } from 'fastify'
 import { DomainError } from '../services/errors.ts'
 import type { Config } from '../services/config.ts'
 
@@ -8,6 +8,17 @@ export interface ErrorBody { code: string, message: string }
 
 export function errorBody (code: string, message: string): ErrorBody {
   return { code, message }
+}
+
+/**
+ * One line for a request that fails its schema, naming the first problem
+ * (Fastify joins them all): `querystring/type must be one of full-iso, minimal-iso, disconnected-iso`.
+ */
+export function schemaErrorFormatter (errors: FastifySchemaValidationError[], dataVar: string): Error {
+  const first = errors[0]
+  const allowed = first?.keyword === 'enum' ? first.params.allowedValues : undefined
+  const problem = Array.isArray(allowed) ? `must be one of ${allowed.join(', ')}` : first?.message ?? 'is invalid'
+  return new Error(`${dataVar}${first?.instancePath ?? ''} ${problem}`)
 }
 
 interface Answer {
@@ -28,8 +39,6 @@ const BAD_GATEWAY: Answer = { status: 502 }
 /** The HTTP answer to each code of services/errors.ts. */
 const ANSWERS: ReadonlyMap<string, Answer> = new Map([
   ['IMG_VERSION_REQUIRED', BAD_REQUEST],
-  ['IMG_TYPE_REQUIRED', BAD_REQUEST],
-  ['IMG_TYPE_INVALID', BAD_REQUEST],
   ['IMG_VERSION_UNKNOWN', BAD_REQUEST],
   ['IMG_KARGS_UNSUPPORTED', BAD_REQUEST],
   ['CPIO_FORMAT', BAD_REQUEST],

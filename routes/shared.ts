@@ -1,8 +1,10 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-to-ts'
+import { imageRouteResponses, isoPathParams } from './schemas.ts'
 import { ISO_FILENAMES, type Served } from '../services/images/image-requests.ts'
 import { TokenNamesNoImage, UnknownFilename } from '../services/errors.ts'
 import type { LinkTarget } from '../services/short-links.ts'
-import { IMAGE_ID_PATTERN, jwtExpiry, pickCredential } from '../services/images/credentials.ts'
+import { jwtExpiry, pickCredential } from '../services/images/credentials.ts'
 import type { Credential } from '../services/upstream/infra-env-source.ts'
 import { errorBody } from '../plugins/errors.ts'
 
@@ -48,22 +50,6 @@ export function allowOnlyGetAndHead (fastify: FastifyInstance, url: string, conf
   })
 }
 
-export const UUID = '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
-export const IMAGE_ID = IMAGE_ID_PATTERN.source
-
-export const isoPathParams = (first: string, pattern?: string) => ({
-  type: 'object',
-  required: [first, 'version', 'arch', 'filename'],
-  properties: {
-    [first]: { type: 'string', minLength: 1, ...(pattern !== undefined ? { pattern } : {}) },
-    version: { type: 'string', minLength: 1 },
-    arch: { type: 'string', minLength: 1 },
-    filename: { type: 'string' }
-  }
-}) as const
-
-interface IsoParams { version: string, arch: string, filename: string, [key: string]: string }
-
 export interface IsoRouteSpec {
   route: LinkTarget['route']
   url: string
@@ -83,10 +69,10 @@ export async function serveIso (fastify: FastifyInstance, reply: FastifyReply, t
 
 /** Registers one of the short ISO routes (byid, bytoken, byapikey): they differ only in how the id is found. */
 export function isoRoute (fastify: FastifyInstance, spec: IsoRouteSpec): void {
-  fastify.get(spec.url, {
-    schema: { params: isoPathParams(spec.param, spec.pattern) },
+  fastify.withTypeProvider<JsonSchemaToTsProvider>().get(spec.url, {
+    schema: { params: isoPathParams(spec.param, spec.pattern), response: imageRouteResponses },
     config: { limited: true }
-  }, async function downloadIso (request: FastifyRequest<{ Params: IsoParams }>, reply) {
+  }, async function downloadIso (request, reply) {
     const { version, arch, filename } = request.params
     const value = request.params[spec.param]!
     const type = ISO_FILENAMES.get(filename)

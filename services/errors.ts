@@ -20,8 +20,6 @@ function coded<Args extends unknown[] = [string]> (code: string, message: string
 
 // What a request asked for
 export const VersionRequired = coded<[]>('IMG_VERSION_REQUIRED', 'the version query parameter is required')
-export const TypeRequired = coded<[]>('IMG_TYPE_REQUIRED', 'the type query parameter is required')
-export const TypeInvalid = coded('IMG_TYPE_INVALID', 'type must be one of %s')
 export const UnknownFilename = coded('IMG_FILENAME', 'unknown image file %s')
 export const TokenNamesNoImage = coded<[]>('IMG_BAD_TOKEN', 'the token names no image')
 export const InvalidImageId = coded<[]>('IMG_BAD_ID', 'invalid image id')

@@ -1,16 +1,16 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { FastifyInstance } from 'fastify'
+import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-to-ts'
 import { allowOnlyGetAndHead, sendServed } from '../shared.ts'
-
-type Req = FastifyRequest<{ Params: { artifact: string }, Querystring: { version?: string, arch?: string } }>
+import { artifactParams, imageRouteResponses, osImageQuery } from '../schemas.ts'
 
 /** Raw kernel, rootfs and generic.ins: no auth, no upstream calls, never queued, cacheable. */
 export default async function bootArtifactRoutes (fastify: FastifyInstance) {
-  fastify.get('/boot-artifacts/:artifact', {
-    schema: { querystring: { type: 'object', properties: { version: { type: 'string' }, arch: { type: 'string' } } } },
+  fastify.withTypeProvider<JsonSchemaToTsProvider>().get('/boot-artifacts/:artifact', {
+    schema: { params: artifactParams, querystring: osImageQuery, response: imageRouteResponses },
     config: { plainHttp: true }
-  }, async function downloadBootArtifact (request: Req, reply) {
+  }, async function downloadBootArtifact (request, reply) {
     const { version, arch = 'x86_64' } = request.query
-    await sendServed(reply, await fastify.images.bootArtifact({ artifact: request.params.artifact, arch, ...(version !== undefined ? { version } : {}) }))
+    await sendServed(reply, await fastify.images.bootArtifact({ artifact: request.params.artifact, version, arch }))
   })
   allowOnlyGetAndHead(fastify, '/boot-artifacts/:artifact', { plainHttp: true })
 }

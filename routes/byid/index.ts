@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify'
-import { isoRoute, UUID } from '../shared.ts'
+import { isoRoute } from '../shared.ts'
+import { UUID } from '../schemas.ts'
 
 export default async function byIdRoutes (fastify: FastifyInstance) {
   isoRoute(fastify, { route: 'byid', url: '/byid/:imageId/:version/:arch/:filename', param: 'imageId', pattern: UUID, imageId: id => id })

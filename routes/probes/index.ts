@@ -1,13 +1,14 @@
 import type { FastifyInstance } from 'fastify'
+import { healthResponse, liveResponse } from '../schemas.ts'
 
 export default async function probeRoutes (fastify: FastifyInstance) {
   const { readiness } = fastify
 
-  fastify.get('/live', { config: { plainHttp: true } }, async function live () {
+  fastify.get('/live', { schema: { response: liveResponse }, config: { plainHttp: true } }, async function live () {
     return { status: 'alive' }
   })
 
-  fastify.get('/health', { config: { plainHttp: true } }, async function health (request, reply) {
+  fastify.get('/health', { schema: { response: healthResponse }, config: { plainHttp: true } }, async function health (request, reply) {
     const degraded = readiness.degraded()
     const details = degraded.length > 0 ? { degraded } : {}
     if (readiness.allReady()) return { status: 'ready', ...details }
