@@ -3,6 +3,7 @@ import { open, stat, type FileHandle } from 'node:fs/promises'
 import { Readable, type Writable } from 'node:stream'
 import { segmentLength, type Segment } from './segment.ts'
 import { PatchOverlap } from '../errors.ts'
+import { readFully } from '../read-fully.ts'
 
 export const CHUNK = 1 << 20
 
@@ -418,15 +419,7 @@ async function readPiece (pool: FilePool, piece: Segment, from: number, length: 
     case 'buffer': return piece.data.subarray(from, from + length)
     case 'zero': return length <= ZEROS.length ? ZEROS.subarray(0, length) : Buffer.alloc(length)
     case 'file': {
-      const fh = await pool.get(piece.path)
-      const buf = Buffer.allocUnsafe(length)
-      let done = 0
-      while (done < length) {
-        const { bytesRead } = await fh.read(buf, done, length - done, piece.offset + from + done)
-        if (bytesRead === 0) throw new Error(`${piece.path} ended early`)
-        done += bytesRead
-      }
-      return buf
+      return await readFully(await pool.get(piece.path), length, piece.offset + from, () => new Error(`${piece.path} ended early`))
     }
   }
 }

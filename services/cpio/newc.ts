@@ -22,9 +22,47 @@ function pad4 (n: number): number {
   return (4 - (n % 4)) % 4
 }
 
-function header (fields: number[], upperHex: boolean): string {
-  const hex = fields.map(n => (n >>> 0).toString(16).padStart(8, '0')).join('')
-  return NEWC_MAGIC + (upperHex ? hex.toUpperCase() : hex)
+/**
+ * The 110-byte ASCII header of a newc member: the magic, then 13 fields of 8
+ * hex digits (cpio(5), "New ASCII Format"). Read and written here only.
+ */
+export interface NewcHeader {
+  ino: number
+  mode: number
+  uid: number
+  gid: number
+  nlink: number
+  mtime: number
+  fileSize: number
+  devMajor: number
+  devMinor: number
+  rdevMajor: number
+  rdevMinor: number
+  /** Bytes of the name that follows, its NUL included. */
+  nameSize: number
+  check: number
+}
+
+export const NEWC_HEADER_SIZE = HEADER
+const FIELDS = ['ino', 'mode', 'uid', 'gid', 'nlink', 'mtime', 'fileSize', 'devMajor', 'devMinor', 'rdevMajor', 'rdevMinor', 'nameSize', 'check'] as const
+
+export function writeNewcHeader (header: NewcHeader, upperHex = false): Buffer {
+  const hex = FIELDS.map(field => (header[field] >>> 0).toString(16).padStart(8, '0')).join('')
+  return Buffer.from(NEWC_MAGIC + (upperHex ? hex.toUpperCase() : hex), 'latin1')
+}
+
+/** The header at `offset` of `buf` (which must hold its 110 bytes). */
+export function readNewcHeader (buf: Buffer, offset = 0): NewcHeader {
+  if (offset + HEADER > buf.length) throw new CpioFormatError(`cpio: header at ${offset} is truncated`)
+  const text = buf.toString('latin1', offset, offset + HEADER)
+  if (!text.startsWith(NEWC_MAGIC)) throw new CpioFormatError(`cpio: bad magic at ${offset}`)
+  const header = {} as Record<typeof FIELDS[number], number>
+  FIELDS.forEach((field, i) => {
+    const digits = text.slice(6 + i * 8, 14 + i * 8)
+    if (!/^[0-9a-fA-F]{8}$/.test(digits)) throw new CpioFormatError(`cpio: bad header field at ${offset}`)
+    header[field] = parseInt(digits, 16)
+  })
+  return header
 }
 
 export interface NewcOptions {
@@ -40,8 +78,11 @@ export function writeNewc (members: readonly CpioMember[], options: NewcOptions 
   let ino = options.firstIno ?? 1
   const entry = (name: string, mode: number, data: Buffer, nlink: number, inode: number, m?: CpioMember) => {
     const nameBytes = Buffer.from(`${name}\0`, 'utf8')
-    const head = header([inode, mode, m?.uid ?? 0, m?.gid ?? 0, nlink, m?.mtime ?? 0, data.length, 0, 0, m?.rdev?.[0] ?? 0, m?.rdev?.[1] ?? 0, nameBytes.length, 0], options.upperHex === true)
-    parts.push(Buffer.from(head, 'latin1'), nameBytes, Buffer.alloc(pad4(HEADER + nameBytes.length)), data, Buffer.alloc(pad4(data.length)))
+    const head = writeNewcHeader({
+      ino: inode, mode, uid: m?.uid ?? 0, gid: m?.gid ?? 0, nlink, mtime: m?.mtime ?? 0, fileSize: data.length,
+      devMajor: 0, devMinor: 0, rdevMajor: m?.rdev?.[0] ?? 0, rdevMinor: m?.rdev?.[1] ?? 0, nameSize: nameBytes.length, check: 0
+    }, options.upperHex === true)
+    parts.push(head, nameBytes, Buffer.alloc(pad4(HEADER + nameBytes.length)), data, Buffer.alloc(pad4(data.length)))
   }
   for (const m of members) {
     checkName(m.name)

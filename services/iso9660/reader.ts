@@ -4,6 +4,7 @@ import { IsoFormatError } from '../errors.ts'
 import { parseBootCatalog, parseBootRecord, type BootCatalog } from './el-torito.ts'
 import { parseSusp, type RockRidge, type SuspEntries } from './rock-ridge.ts'
 import { parseSystemArea, SYSTEM_AREA_SIZE, type SystemArea } from './system-area.ts'
+import { readFully } from '../read-fully.ts'
 
 export interface Extent { lba: number, size: number }
 
@@ -370,14 +371,7 @@ async function readExactly (fh: FileHandle, fileSize: number, offset: number, le
   if (offset < 0 || length < 0 || offset + length > fileSize) {
     throw new IsoFormatError(`${what}: bytes ${offset}..${offset + length} are past the end of the ${fileSize}-byte image`)
   }
-  const buf = Buffer.alloc(length)
-  let done = 0
-  while (done < length) {
-    const { bytesRead } = await fh.read(buf, done, length - done, offset + done)
-    if (bytesRead === 0) throw new IsoFormatError(`${what}: image ended early`)
-    done += bytesRead
-  }
-  return buf
+  return await readFully(fh, length, offset, () => new IsoFormatError(`${what}: image ended early`))
 }
 
 function placeholderRoot (): IsoEntry {

@@ -4,6 +4,7 @@ import { PLATFORM } from './el-torito.ts'
 import type { IsoEntry, IsoImage } from './reader.ts'
 import type { BootImageSpec, IsoNode, IsoWriteOptions } from './writer.ts'
 import type { Segment } from '../compose/segment.ts'
+import { readFully } from '../read-fully.ts'
 
 /**
  * The source ISO's tree as writer input: every file a byte range of the
@@ -135,10 +136,7 @@ export async function readContent (content: Segment): Promise<Buffer> {
   if (content.kind === 'zero') return Buffer.alloc(content.length)
   const fh = await open(content.path, 'r')
   try {
-    const buf = Buffer.alloc(content.length)
-    const { bytesRead } = await fh.read(buf, 0, content.length, content.offset)
-    if (bytesRead !== content.length) throw new Error(`${content.path} ended early`)
-    return buf
+    return await readFully(fh, content.length, content.offset, () => new Error(`${content.path} ended early`))
   } finally {
     await fh.close()
   }

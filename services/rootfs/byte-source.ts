@@ -1,5 +1,6 @@
 import { open, type FileHandle } from 'node:fs/promises'
 import { FilesystemError } from '../errors.ts'
+import { readFully } from '../read-fully.ts'
 
 const PAGE = 4096
 const CACHE_PAGES = 256
@@ -46,14 +47,7 @@ export class ByteSource {
   }
 
   async #direct (offset: number, length: number): Promise<Buffer> {
-    const buf = Buffer.allocUnsafe(length)
-    let done = 0
-    while (done < length) {
-      const { bytesRead } = await this.#handle.read(buf, done, length - done, this.#base + offset + done)
-      if (bytesRead === 0) throw new FilesystemError(`image ends at ${offset + done}, inside a read of ${length} bytes`)
-      done += bytesRead
-    }
-    return buf
+    return await readFully(this.#handle, length, this.#base + offset, at => new FilesystemError(`image ends at ${at - this.#base}, inside a read of ${length} bytes`))
   }
 
   async #cached (offset: number, length: number): Promise<Buffer> {

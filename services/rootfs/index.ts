@@ -1,6 +1,7 @@
 import { ByteSource } from './byte-source.ts'
 import { ErofsFilesystem } from './erofs.ts'
-import { FilesystemError } from '../errors.ts'
+import { CpioFormatError, FilesystemError } from '../errors.ts'
+import { alignTo4, NEWC_HEADER_SIZE, readNewcHeader, type NewcHeader } from '../cpio/newc.ts'
 import type { ReadOnlyFilesystem } from './filesystem.ts'
 import { SquashfsFilesystem } from './squashfs.ts'
 
@@ -9,7 +10,6 @@ export { FilesystemError } from '../errors.ts'
 export { createReadStream, lookup, readFile, walk, type DirEntry, type FileType, type Inode, type ReadOnlyFilesystem, type Stat } from './filesystem.ts'
 export { findNmstatectl, type FoundBinary } from './nmstatectl.ts'
 
-const NEWC_MAGIC = '070701'
 const LIVE_MEMBERS = new Set(['root.squashfs', 'root.erofs'])
 
 /** Opens a squashfs or EROFS image, told apart by their superblock magic. */
@@ -46,19 +46,18 @@ export async function openLiveRootfs (path: string, offset: number, length: numb
 }
 
 async function firstMember (source: ByteSource): Promise<{ start: number, size: number, name: string }> {
-  if (source.length < 110) throw new FilesystemError('rootfs.img is too short for a cpio header')
-  const header = await source.read(0, 110, 'rootfs.img cpio header')
-  if (header.toString('latin1', 0, 6) !== NEWC_MAGIC) throw new FilesystemError('rootfs.img does not start with a newc cpio header')
-  const field = (index: number): number => {
-    const text = header.toString('latin1', 6 + index * 8, 14 + index * 8)
-    if (!/^[0-9a-fA-F]{8}$/.test(text)) throw new FilesystemError('rootfs.img has a corrupt cpio header')
-    return parseInt(text, 16)
+  if (source.length < NEWC_HEADER_SIZE) throw new FilesystemError('rootfs.img is too short for a cpio header')
+  let header: NewcHeader
+  try {
+    header = readNewcHeader(await source.read(0, NEWC_HEADER_SIZE, 'rootfs.img cpio header'))
+  } catch (err) {
+    if (err instanceof CpioFormatError) throw new FilesystemError(`rootfs.img: ${err.message}`)
+    throw err
   }
-  const size = field(6)
-  const nameSize = field(11)
+  const { fileSize: size, nameSize } = header
   if (nameSize < 2 || nameSize > 4096) throw new FilesystemError('rootfs.img has a corrupt cpio name')
-  const name = (await source.read(110, nameSize - 1, 'rootfs.img cpio name')).toString('latin1')
-  const start = Math.ceil((110 + nameSize) / 4) * 4
+  const name = (await source.read(NEWC_HEADER_SIZE, nameSize - 1, 'rootfs.img cpio name')).toString('latin1')
+  const start = alignTo4(NEWC_HEADER_SIZE + nameSize)
   if (start + size > source.length) throw new FilesystemError(`${name} runs past the end of rootfs.img`)
   return { start, size, name }
 }

@@ -4,7 +4,7 @@ import { once } from 'node:events'
 import { writeFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { IsoImage } from '../../services/iso9660/reader.ts'
-import { initrdFiles } from '../../services/cpio/reader.ts'
+import { initrdFiles } from '../fixtures/initrd-reader.ts'
 import { findEmbedAreas } from '../../services/coreos/embed-areas.ts'
 import { isoImageView } from '../../services/coreos/customize.ts'
 

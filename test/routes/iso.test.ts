@@ -1,7 +1,7 @@
 import t, { type Test } from 'tap'
 import { writeFileSync } from 'node:fs'
 import { IsoImage } from '../../services/iso9660/reader.ts'
-import { initrdFiles } from '../../services/cpio/reader.ts'
+import { initrdFiles } from '../fixtures/initrd-reader.ts'
 import { filesArchive } from '../../services/coreos/ignition-archive.ts'
 import { findEmbedAreas } from '../../services/coreos/embed-areas.ts'
 import { isoImageView } from '../../services/coreos/customize.ts'

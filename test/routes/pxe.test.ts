@@ -1,5 +1,5 @@
 import t from 'tap'
-import { initrdFiles } from '../../services/cpio/reader.ts'
+import { initrdFiles } from '../fixtures/initrd-reader.ts'
 import { filesArchive } from '../../services/coreos/ignition-archive.ts'
 import { IsoImage } from '../../services/iso9660/reader.ts'
 import { decDateTime } from '../../services/iso9660/dates.ts'

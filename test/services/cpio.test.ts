@@ -1,8 +1,8 @@
 import t from 'tap'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { gunzipSync } from 'node:zlib'
-import { MODE, withParentDirectories, writeNewc } from '../../services/cpio/newc.ts'
-import { initrdFiles, readInitrd } from '../../services/cpio/reader.ts'
+import { MODE, withParentDirectories, writeNewc, NEWC_HEADER_SIZE, readNewcHeader, writeNewcHeader } from '../../services/cpio/newc.ts'
+import { initrdFiles, readInitrd } from '../fixtures/initrd-reader.ts'
 import { ignitionArchive } from '../../services/coreos/ignition-archive.ts'
 import { decodeXz } from '../../services/compression/index.ts'
 import { GOLDEN_DIR } from '../fixtures/iso-report.ts'
@@ -71,4 +71,16 @@ t.test('NUL padding between archives is skipped; concatenated gzip members each 
   t.equal(files.get('config.ign')?.toString(), 'two')
   t.equal(files.get('usr/lib/ignition/base.d/extra.ign')?.toString(), 'x')
   t.ok(readInitrd(initrd).some(e => e.name === 'usr/lib/ignition/base.d' && (e.mode & MODE.typeMask) === MODE.directory), 'parent directories come first')
+})
+
+t.test('the newc header is read and written by one model', async t => {
+  const header = { ino: 7, mode: MODE.file | 0o644, uid: 0, gid: 0, nlink: 1, mtime: 1700000000, fileSize: 0x1234, devMajor: 0, devMinor: 0, rdevMajor: 5, rdevMinor: 1, nameSize: 9, check: 0 }
+  const bytes = writeNewcHeader(header, true)
+  t.equal(bytes.length, NEWC_HEADER_SIZE)
+  t.equal(bytes.toString('latin1', 0, 30), '07070100000007000081A400000000')
+  t.same(readNewcHeader(bytes), header)
+  t.same(readNewcHeader(Buffer.concat([Buffer.alloc(3), writeNewcHeader(header)]), 3), header, 'at an offset, lower-case hex')
+  const bad = Buffer.from(bytes); bad.write('zz', 20, 'latin1')
+  t.throws(() => readNewcHeader(bad), { code: 'CPIO_FORMAT', message: /bad header field/ })
+  t.throws(() => readNewcHeader(bytes.subarray(0, 100)), { code: 'CPIO_FORMAT', message: /truncated/ })
 })

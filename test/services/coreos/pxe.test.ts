@@ -3,7 +3,7 @@ import { FilePool } from '../../../services/compose/composed-image.ts'
 import { findBootArtifacts, initrdAddrsize, pxeInitrd, rangeImage } from '../../../services/coreos/pxe.ts'
 import { filesArchive } from '../../../services/coreos/ignition-archive.ts'
 import { IsoImage } from '../../../services/iso9660/reader.ts'
-import { initrdFiles } from '../../../services/cpio/reader.ts'
+import { initrdFiles } from '../../fixtures/initrd-reader.ts'
 import { goldenIsos } from '../../fixtures/iso-report.ts'
 
 t.test('PXE initrd: initrd.img then aligned Ignition, ramdisk and nmstate archives', async t => {

@@ -1,0 +1,16 @@
+import type { FileHandle } from 'node:fs/promises'
+
+/**
+ * Reads exactly `length` bytes at `position` into a new buffer, however the
+ * OS splits the read. When the file ends first, throws `ended(at)` with the
+ * position where it ended: each format says so in its own words.
+ */
+export async function readFully (handle: FileHandle, length: number, position: number, ended: (at: number) => Error): Promise<Buffer> {
+  const buf = Buffer.allocUnsafe(length)
+  for (let done = 0; done < length;) {
+    const { bytesRead } = await handle.read(buf, done, length - done, position + done)
+    if (bytesRead === 0) throw ended(position + done)
+    done += bytesRead
+  }
+  return buf
+}
