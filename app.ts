@@ -3,7 +3,6 @@ import fp from 'fastify-plugin'
 import type { Config } from './services/config.ts'
 import configPlugin from './plugins/config.ts'
 import errorsPlugin from './plugins/errors.ts'
-import readinessPlugin from './plugins/readiness.ts'
 import metricsPlugin, { type MetricsOptions } from './plugins/metrics.ts'
 import requestLogPlugin from './plugins/request-log.ts'
 import plainHttpPlugin from './plugins/plain-http.ts'
@@ -34,7 +33,6 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(configPlugin, { config: opts.config })
   // Before any route: routes take the error and not-found handlers in force when they are registered.
   await fastify.register(errorsPlugin)
-  await fastify.register(readinessPlugin)
   await fastify.register(requestLogPlugin)
   await fastify.register(metricsPlugin, opts.metrics ?? {})
   await fastify.register(plainHttpPlugin)

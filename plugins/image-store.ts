@@ -1,11 +1,15 @@
 import fp from 'fastify-plugin'
 import { Gauge } from 'prom-client'
-import { ImageStore, needsNmstate, type StoreFollower, type StoreMetrics, type StoreTiming } from '../services/store/image-store.ts'
+import { ImageStore, type StoreFollower, type StoreTiming } from '../services/store/image-store.ts'
+import { needsNmstate } from '../services/store/os-image-entry.ts'
 import { downloadMetrics, METRIC_PREFIX } from '../services/metrics.ts'
+import { Readiness } from '../services/readiness.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
     imageStore: ImageStore
+    /** What /health reports, derived from the store (or, in a worker, from the cluster). */
+    readiness: Readiness
   }
 }
 
@@ -40,24 +44,22 @@ export default fp<ImageStoreOptions>(async function imageStorePlugin (fastify, o
     ...(opts.timing !== undefined ? { timing: opts.timing } : {}),
     ...(opts.follower !== undefined ? { follower: opts.follower } : {})
   })
-  for (const key of store.keys) fastify.readiness.register(key)
   const { follower } = opts
   // With workers, readiness is the cluster's: an image counts once every worker can serve it.
-  if (follower !== undefined) follower.onServing(keys => { for (const key of store.keys) fastify.readiness.set(key, keys.has(key)) })
+  const readiness = new Readiness(store, follower !== undefined)
+  follower?.onServing(keys => readiness.clusterServes(keys))
   store.onChange((key, isReady) => {
-    if (follower !== undefined) follower.reportPrepared(key, isReady)
-    else fastify.readiness.set(key, isReady)
+    follower?.reportPrepared(key, isReady)
     const image = store.get(key)
     if (image === undefined || !needsNmstate(image.entry)) return
-    const missing = image.nmstate === undefined
-    nmstateMissing.set({ version: image.entry.version, arch: image.entry.cpuArchitecture }, missing ? 1 : 0)
-    fastify.readiness.setDegraded(key, missing ? `no nmstatectl for static networking: ${image.nmstateError ?? 'not extracted'}` : undefined)
+    nmstateMissing.set({ version: image.entry.version, arch: image.entry.cpuArchitecture }, image.nmstate === undefined ? 1 : 0)
   })
   fastify.decorate('imageStore', store)
+  fastify.decorate('readiness', readiness)
   fastify.addHook('onReady', async function startImageStore () {
     await store.start()
   })
   fastify.addHook('onClose', async function closeImageStore () {
     await store.close()
   })
-}, { name: 'image-store', fastify: '5.x', dependencies: ['config', 'readiness', 'metrics'] })
+}, { name: 'image-store', fastify: '5.x', dependencies: ['config', 'metrics'] })

@@ -35,11 +35,12 @@ export function followPrimary (): StoreFollower {
   const ready = new Set<string>()
   const waiting = new Map<string, Array<() => void>>()
   const servingListeners: Array<(keys: ReadonlySet<string>) => void> = []
+  let serving: ReadonlySet<string> | undefined
   process.on('message', (message: unknown) => {
     if (!isMessage(message)) return
     if (message.type === 'ais:serving') {
-      const keys = new Set(message.keys)
-      for (const listener of servingListeners) listener(keys)
+      serving = new Set(message.keys)
+      for (const listener of servingListeners) listener(serving)
     }
     if (message.type !== 'ais:ready') return
     for (const key of message.keys) {
@@ -58,6 +59,8 @@ export function followPrimary (): StoreFollower {
     },
     onServing (listener: (keys: ReadonlySet<string>) => void): void {
       servingListeners.push(listener)
+      // What the primary said before this listener came.
+      if (serving !== undefined) listener(serving)
     }
   }
 }

@@ -1,42 +1,49 @@
+import type { ImageStore } from './store/image-store.ts'
+import { needsNmstate } from './store/os-image-entry.ts'
+
 /**
- * Which OS images can be served. Each configured image registers a key;
- * the service is ready when every registered key is.
+ * Which OS images can be served, read from one source when asked, never
+ * copied: this process's image store, or, in a worker, the images every
+ * worker of the cluster can serve (as the primary last said).
  */
 export class Readiness {
-  readonly #state = new Map<string, boolean>()
-  readonly #degraded = new Map<string, string>()
+  readonly #store: Pick<ImageStore, 'keys' | 'isReady' | 'get'>
+  #cluster: ReadonlySet<string> | undefined
 
-  register (key: string): void {
-    if (!this.#state.has(key)) this.#state.set(key, false)
+  /** `followsCluster`: a worker, ready for what the whole cluster serves (nothing until the primary says). */
+  constructor (store: Pick<ImageStore, 'keys' | 'isReady' | 'get'>, followsCluster = false) {
+    this.#store = store
+    if (followsCluster) this.#cluster = new Set()
   }
 
-  set (key: string, ready: boolean): void {
-    this.#state.set(key, ready)
+  /** In a worker: the keys every worker can serve now. */
+  clusterServes (keys: ReadonlySet<string>): void {
+    this.#cluster = keys
   }
 
   isReady (key: string): boolean {
-    return this.#state.get(key) === true
+    return this.#cluster !== undefined ? this.#cluster.has(key) : this.#store.isReady(key)
   }
 
   allReady (): boolean {
-    for (const ready of this.#state.values()) if (!ready) return false
-    return true
-  }
-
-  /**
-   * A ready image that serves only part of what it should (for example no
-   * nmstatectl): shown in /health's body, while the pod stays in rotation.
-   */
-  setDegraded (key: string, reason: string | undefined): void {
-    if (reason === undefined) this.#degraded.delete(key)
-    else this.#degraded.set(key, reason)
-  }
-
-  degraded (): Array<{ image: string, reason: string }> {
-    return [...this.#degraded].map(([image, reason]) => ({ image, reason }))
+    return this.#store.keys.every(key => this.isReady(key))
   }
 
   pending (): string[] {
-    return [...this.#state].filter(([, ready]) => !ready).map(([key]) => key)
+    return this.#store.keys.filter(key => !this.isReady(key))
+  }
+
+  /**
+   * Ready images that serve only part of what they should (no nmstatectl for
+   * OpenShift >= 4.18): shown in /health's body, while the pod stays in rotation.
+   */
+  degraded (): Array<{ image: string, reason: string }> {
+    const degraded: Array<{ image: string, reason: string }> = []
+    for (const key of this.#store.keys) {
+      const image = this.#store.get(key)
+      if (image === undefined || !needsNmstate(image.entry) || image.nmstate !== undefined) continue
+      degraded.push({ image: key, reason: `no nmstatectl for static networking: ${image.nmstateError ?? 'not extracted'}` })
+    }
+    return degraded
   }
 }

@@ -8,7 +8,7 @@ export default async function probeRoutes (fastify: FastifyInstance) {
     return { status: 'alive' }
   })
 
-  fastify.get('/health', { schema: { response: healthResponse }, config: { plainHttp: true } }, async function health (request, reply) {
+  fastify.get('/health', { schema: { response: healthResponse }, config: { plainHttp: true } }, async function health (_request, reply) {
     const degraded = readiness.degraded()
     const details = degraded.length > 0 ? { degraded } : {}
     if (readiness.allReady()) return { status: 'ready', ...details }

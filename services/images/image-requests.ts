@@ -5,7 +5,7 @@ import { initrdAddrsize, pxeInitrd } from '../coreos/pxe.ts'
 import { ArtifactNotFound, ImageNotReady, NmstateUnavailable, NoAddrsize, NoInitrd, TypeNotAvailable, VersionNotFound, VersionRequired, VersionUnknown } from '../errors.ts'
 import type { ImageStore, PreparedImage } from '../store/image-store.ts'
 import type { OsImageEntry } from '../store/os-image-entry.ts'
-import { needsNmstate } from '../store/image-store.ts'
+import { needsNmstate } from '../store/os-image-entry.ts'
 import type { Credential, InfraEnvSource } from '../upstream/infra-env-source.ts'
 import type { LinkTarget } from '../short-links.ts'
 

@@ -15,7 +15,6 @@ const METADATA_SIZE = 8192
 const METADATA_UNCOMPRESSED = 0x8000
 const DATA_UNCOMPRESSED = 1 << 24
 const NO_FRAGMENT = 0xFFFFFFFF
-const FLAG_COMPRESSOR_OPTIONS = 0x0400
 
 const COMPRESSORS = new Map<number, Codec>([[1, 'zlib'], [4, 'xz'], [5, 'lz4'], [6, 'zstd']])
 const COMPRESSOR_NAMES = new Map([[1, 'gzip'], [2, 'lzma'], [3, 'lzo'], [4, 'xz'], [5, 'lz4'], [6, 'zstd']])

@@ -161,3 +161,11 @@ export function contentIdFileName (entry: Pick<OsImageEntry, 'type' | 'version' 
 export function nmstatectlFileName (entry: Pick<OsImageEntry, 'version' | 'cpuArchitecture'>): string {
   return `nmstatectl-${entry.version}-${entry.cpuArchitecture}`
 }
+
+/** The first OpenShift version whose static networking needs nmstatectl in the initrd. */
+export const NMSTATE_MIN_OPENSHIFT = '4.18.0-ec.0'
+
+/** OpenShift 4.18 and later configure static networking with nmstatectl from the initrd (disconnected ISOs excepted). */
+export function needsNmstate (entry: Pick<OsImageEntry, 'openshiftVersion' | 'type'>): boolean {
+  return entry.type !== 'disconnected-iso' && compareOpenshiftVersions(entry.openshiftVersion, NMSTATE_MIN_OPENSHIFT) >= 0
+}

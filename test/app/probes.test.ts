@@ -1,5 +1,7 @@
 import t from 'tap'
+import { rename } from 'node:fs/promises'
 import { build } from '../helper.ts'
+import { buildSyntheticIso } from '../../services/coreos/synthetic-iso.ts'
 
 t.test('/live is always 200', async t => {
   const { app } = await build(t)
@@ -7,16 +9,23 @@ t.test('/live is always 200', async t => {
   t.equal(res.statusCode, 200)
 })
 
-t.test('/health follows readiness', async t => {
-  const { app } = await build(t)
-  app.readiness.register('418.94.1@x86_64@full-iso')
+t.test('/health follows the image store: 503 with what is pending, 200 once every image is ready', async t => {
+  const dir = t.testdir({ iso: {}, src: {}, envs: {} })
+  const late = `${dir}/iso/late.iso`
+  const osImages = [{ openshift_version: '4.17', cpu_architecture: 'x86_64', url: `file://${late}`, version: '417.94.20' }]
+  const { app } = await build(t, { OS_IMAGES: JSON.stringify(osImages), INFRAENVS_DIR: `${dir}/envs` }, { app: { imageStore: { timing: { retryBaseMs: 20, retryMaxMs: 50 } } } })
+  await app.ready()
   let res = await app.inject('/health')
   t.equal(res.statusCode, 503)
   t.ok(res.headers['retry-after'])
-  t.match(res.json(), { pending: ['418.94.1@x86_64@full-iso'] })
-  app.readiness.set('418.94.1@x86_64@full-iso', true)
-  res = await app.inject('/health')
+  t.match(res.json(), { status: 'not ready', pending: ['417.94.20@x86_64@full-iso'] })
+  await rename(await buildSyntheticIso({ dir: `${dir}/src`, volumeId: 'rhcos-417.94.20' }), late)
+  for (let i = 0; i < 200 && res.statusCode !== 200; i++) {
+    await new Promise(resolve => setTimeout(resolve, 25))
+    res = await app.inject('/health')
+  }
   t.equal(res.statusCode, 200)
+  t.same(res.json(), { status: 'ready' })
 })
 
 t.test('/metrics uses our names, buckets and route patterns', async t => {
