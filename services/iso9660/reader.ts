@@ -5,10 +5,10 @@ import { parseBootCatalog, parseBootRecord, type BootCatalog } from './el-torito
 import { parseSusp, type RockRidge, type SuspEntries } from './rock-ridge.ts'
 import { parseSystemArea, SYSTEM_AREA_SIZE, type SystemArea } from './system-area.ts'
 import { readFully } from '../read-fully.ts'
+import { DESCRIPTOR, FLAG, readDescriptorLayout, readDirectoryRecord, type DirectoryRecord } from './records.ts'
 
 export interface Extent { lba: number, size: number }
 
-export const FLAG = { hidden: 0x01, directory: 0x02, associated: 0x04, multiExtent: 0x80 } as const
 
 export interface IsoEntry {
   /** Rock Ridge name, else Joliet or cleaned primary name. */
@@ -40,6 +40,8 @@ export interface VolumeDescriptor {
   volumeSpaceSize: number
   /** Path table size in bytes and the LBAs of its little- and big-endian copies. */
   pathTable: { size: number, lLba: number, mLba: number }
+  /** The root directory's record. */
+  root: DirectoryRecord
   /** 17-byte creation date; the writer stamps it on what it creates. */
   created: Buffer
 }
@@ -108,7 +110,7 @@ export class IsoImage {
         if (type === 0) catalogLba ??= parseBootRecord(raw)
         if (type === 1 && primary === undefined) primary = parseVolumeDescriptor(raw, 'primary volume descriptor')
         if (type === 2 && joliet === undefined) {
-          const escape = raw.toString('latin1', 88, 91)
+          const escape = raw.toString('latin1', DESCRIPTOR.escapes, DESCRIPTOR.escapes + 3)
           const level = { '%/@': 1, '%/C': 2, '%/E': 3 }[escape]
           if (level !== undefined) joliet = { ...parseVolumeDescriptor(raw, 'Joliet volume descriptor'), level }
         }
@@ -136,16 +138,14 @@ export class IsoImage {
   get volumeId (): string { return this.primary.volumeId }
 
   async #loadTrees (): Promise<void> {
-    const rootRecord = parseRecord(this.primary.raw.subarray(156, 190), 0, 'root directory record')
-    const root = this.#entryFrom(rootRecord, undefined, '')
+    const root = this.#entryFrom(this.primary.root, undefined, '')
     root.path = '/'
     root.name = ''
     const visited = new Set<number>()
     this.#hasRockRidge = await this.#readDirectory(root, visited, 0, false, true)
     this.#root = root
     if (this.joliet !== undefined) {
-      const jRecord = parseRecord(this.joliet.raw.subarray(156, 190), 0, 'Joliet root directory record')
-      const jRoot = this.#entryFrom(jRecord, undefined, '')
+      const jRoot = this.#entryFrom(this.joliet.root, undefined, '')
       jRoot.path = '/'
       jRoot.name = ''
       await this.#readDirectory(jRoot, new Set(), 0, true, false)
@@ -153,7 +153,7 @@ export class IsoImage {
     }
   }
 
-  #entryFrom (record: RawRecord, susp: SuspEntries | undefined, parentPath: string, joliet = false): IsoEntry {
+  #entryFrom (record: DirectoryRecord, susp: SuspEntries | undefined, parentPath: string, joliet = false): IsoEntry {
     const primaryName = joliet ? decodeUcs2(record.identifier) : record.identifier.toString('latin1')
     const cleaned = cleanPrimaryName(primaryName)
     const name = susp?.rockRidge.name ?? cleaned
@@ -191,7 +191,7 @@ export class IsoImage {
         offset = (Math.floor(offset / SECTOR) + 1) * SECTOR
         continue
       }
-      const record = parseRecord(data, offset, `directory ${dir.path} record at ${offset}`)
+      const record = readDirectoryRecord(data, offset, `directory ${dir.path} record at ${offset}`)
       offset += length
       const isDot = index === 0
       const isDotDot = index === 1
@@ -303,53 +303,25 @@ export class IsoImage {
   }
 }
 
-interface RawRecord {
-  lba: number
-  size: number
-  recorded: Buffer
-  flags: number
-  identifier: Buffer
-  systemUse: Buffer
-}
-
-function parseRecord (buf: Buffer, offset: number, what: string): RawRecord {
-  const r = new ByteReader(buf, what)
-  const length = r.u8(offset)
-  if (length < 34) throw new IsoFormatError(`${what}: record length ${length} is below 34`)
-  r.check(offset, length)
-  const rec = new ByteReader(buf.subarray(offset, offset + length), what)
-  const nameLength = rec.u8(32)
-  if (33 + nameLength > length) throw new IsoFormatError(`${what}: identifier overruns the record`)
-  const suspStart = 33 + nameLength + (nameLength % 2 === 0 ? 1 : 0)
-  return {
-    lba: rec.u32le(2),
-    size: rec.u32le(10),
-    recorded: rec.bytes(18, 7),
-    flags: rec.u8(25),
-    identifier: rec.bytes(33, nameLength),
-    systemUse: suspStart < length ? rec.bytes(suspStart, length - suspStart) : Buffer.alloc(0)
-  }
-}
-
 function parseVolumeDescriptor (raw: Buffer, what: string): VolumeDescriptor {
   const r = new ByteReader(raw, what)
-  const blockSize = r.u16le(128)
-  if (blockSize !== SECTOR) throw new IsoFormatError(`${what}: logical block size ${blockSize} is not 2048`)
+  const layout = readDescriptorLayout(raw, what)
   const joliet = raw[0] === 2
-  const text = (offset: number, length: number) => joliet
+  const text = ([offset, length]: readonly [number, number]) => joliet
     ? decodeUcs2(r.bytes(offset, length)).replace(/[ \0]+$/, '')
     : r.text(offset, length)
   return {
     raw: Buffer.from(raw),
-    systemId: text(8, 32),
-    volumeId: text(40, 32),
-    volumeSetId: text(190, 128),
-    publisherId: text(318, 128),
-    preparerId: text(446, 128),
-    applicationId: text(574, 128),
-    volumeSpaceSize: r.u32le(80),
-    pathTable: { size: r.u32le(132), lLba: r.u32le(140), mLba: r.u32be(148) },
-    created: Buffer.from(r.bytes(813, 17))
+    systemId: text(DESCRIPTOR.systemId),
+    volumeId: text(DESCRIPTOR.volumeId),
+    volumeSetId: text(DESCRIPTOR.volumeSetId),
+    publisherId: text(DESCRIPTOR.publisherId),
+    preparerId: text(DESCRIPTOR.preparerId),
+    applicationId: text(DESCRIPTOR.applicationId),
+    volumeSpaceSize: layout.volumeSectors,
+    pathTable: { size: layout.pathTableSize, lLba: layout.lPathTable, mLba: layout.mPathTable },
+    root: { ...layout.root, recorded: Buffer.from(layout.root.recorded), identifier: Buffer.from(layout.root.identifier), systemUse: Buffer.from(layout.root.systemUse) },
+    created: Buffer.from(r.bytes(...DESCRIPTOR.created))
   }
 }
 

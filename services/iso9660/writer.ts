@@ -1,8 +1,8 @@
 import type { Segment } from '../compose/segment.ts'
-import { SECTOR, sectorsFor, writeBoth16, writeBoth32, writePadded } from './bytes.ts'
+import { SECTOR, sectorsFor, writePadded } from './bytes.ts'
 import { IsoFormatError } from '../errors.ts'
 import { buildBootCatalog, type BootEntry } from './el-torito.ts'
-import { FLAG } from './reader.ts'
+import { DESCRIPTOR, FLAG, directoryRecordLength, MAX_RECORD_LENGTH, systemUseOffset, writeDescriptorLayout, writeDirectoryRecord, type DescriptorLayout, type DirectoryRecord } from './records.ts'
 import { CE_ENTRY_LENGTH, ceEntry, erEntry, nmEntries, pxEntry, spEntry, tfEntry } from './rock-ridge.ts'
 import { compareIdentifiers, encodeUcs2, jolietName, uniquePrimaryName } from './names.ts'
 import { buildBackupGpt, gptBackupBytes, buildSystemArea, SYSTEM_AREA_SIZE, type HybridLayout, type SystemArea } from './system-area.ts'
@@ -108,13 +108,29 @@ interface File {
 
 type Child = { dir: Dir } | { file: File }
 
-interface PendingRecord {
-  /** Fills in the LBA-dependent fields once the layout is known. */
-  build: () => Buffer
+/** What a directory record points at: a directory, or one extent of a file. */
+type RecordTarget = { dir: Dir } | { file: File, extent: number }
+
+/**
+ * A directory record before the layout is placed: everything but its target's
+ * LBA and size (and where its continuation area lands), so its length is known.
+ */
+interface SizedRecord {
+  identifier: Buffer
+  flags: number
+  recorded: Buffer
+  target: RecordTarget
+  /** System Use entries kept in the record. */
+  systemUse: Buffer[]
+  /** Entries moved to a continuation area (a CE entry in the record points there). */
+  continuation?: Continuation
   length: number
 }
 
-interface ContinuationBlob { data: Buffer, lba: number, offset: number, patch: (lba: number, offset: number) => void }
+interface Continuation { data: Buffer }
+
+/** Where each continuation area landed. */
+type ContinuationPlaces = Map<Continuation, { lba: number, offset: number }>
 
 const MAX_EXTENT = 0xfffff800
 const HYBRID_ALIGN = 1 << 20
@@ -148,14 +164,14 @@ export async function planIso (root: IsoNode, options: IsoWriteOptions): Promise
   }
 
   // Directory records: sizes first (they do not depend on LBAs), then LBAs.
-  const continuations: ContinuationBlob[] = []
-  const primaryRecords = new Map<Dir, PendingRecord[]>()
+  const continuations: Continuation[] = []
+  const primaryRecords = new Map<Dir, SizedRecord[]>()
   for (const dir of dirs) {
     const records = directoryRecords(dir, false, options.rockRidge, recorded, continuations)
     primaryRecords.set(dir, records)
     dir.primarySize = packedSize(records)
   }
-  const jolietRecords = new Map<Dir, PendingRecord[]>()
+  const jolietRecords = new Map<Dir, SizedRecord[]>()
   if (options.joliet) {
     for (const dir of dirs) {
       const records = directoryRecords(dir, true, false, recorded, continuations)
@@ -169,11 +185,10 @@ export async function planIso (root: IsoNode, options: IsoWriteOptions): Promise
   // Continuation areas, packed without crossing sector boundaries.
   const ceStart = lba
   let ceOffset = 0
+  const places: ContinuationPlaces = new Map()
   for (const blob of continuations) {
     if (ceOffset + blob.data.length > SECTOR) { lba++; ceOffset = 0 }
-    blob.patch(lba, ceOffset)
-    blob.lba = lba
-    blob.offset = ceOffset
+    places.set(blob, { lba, offset: ceOffset })
     ceOffset += blob.data.length
   }
   if (continuations.length > 0) lba++
@@ -224,14 +239,13 @@ export async function planIso (root: IsoNode, options: IsoWriteOptions): Promise
   // Metadata buffers.
   const metadata = Buffer.alloc((ceStart + ceSectors - 16) * SECTOR)
   const put = (atLba: number, data: Buffer, offset = 0) => data.copy(metadata, (atLba - 16) * SECTOR + offset)
-  const rootPrimary = rootRecord(rootDir.primaryLba, rootDir.primarySize, recorded)
   put(pvdLba, volumeDescriptor(1, options.volume, false, {
-    volumeSectors, tableBytes, lTable, mTable, rootRecord: rootPrimary
+    volumeSectors, pathTableSize: tableBytes, lPathTable: lTable, mPathTable: mTable, root: rootRecord(rootDir.primaryLba, rootDir.primarySize, recorded)
   }))
   if (bootRecordLba !== undefined) put(bootRecordLba, bootRecord(byPath.get(catalogPath!)!.lba))
   if (svdLba !== undefined) {
     put(svdLba, volumeDescriptor(2, options.volume, true, {
-      volumeSectors, tableBytes: jolietTableBytes, lTable: jlTable, mTable: jmTable, rootRecord: rootRecord(rootDir.jolietLba, rootDir.jolietSize, recorded)
+      volumeSectors, pathTableSize: jolietTableBytes, lPathTable: jlTable, mPathTable: jmTable, root: rootRecord(rootDir.jolietLba, rootDir.jolietSize, recorded)
     }))
   }
   put(terminatorLba, terminator())
@@ -242,10 +256,10 @@ export async function planIso (root: IsoNode, options: IsoWriteOptions): Promise
     put(jmTable, jolietTable.build(true))
   }
   for (const dir of dirs) {
-    put(dir.primaryLba, packRecords(primaryRecords.get(dir)!))
-    if (options.joliet) put(dir.jolietLba, packRecords(jolietRecords.get(dir)!))
+    put(dir.primaryLba, packRecords(primaryRecords.get(dir)!, false, places))
+    if (options.joliet) put(dir.jolietLba, packRecords(jolietRecords.get(dir)!, true, places))
   }
-  for (const blob of continuations) put(blob.lba, blob.data, blob.offset)
+  for (const [blob, place] of places) put(place.lba, blob.data, place.offset)
 
   // Segments in LBA order.
   const segments: Segment[] = []
@@ -358,11 +372,9 @@ function childrenOf (dir: Dir, joliet: boolean): Child[] {
 
 // --- directory records ---
 
-function directoryRecords (dir: Dir, joliet: boolean, rockRidge: boolean, recorded: Buffer, continuations: ContinuationBlob[]): PendingRecord[] {
-  const lbaOf = (d: Dir) => joliet ? d.jolietLba : d.primaryLba
-  const sizeOf = (d: Dir) => joliet ? d.jolietSize : d.primarySize
+function directoryRecords (dir: Dir, joliet: boolean, rockRidge: boolean, recorded: Buffer, continuations: Continuation[]): SizedRecord[] {
   const dirMode = (d: Dir) => d.node.mode ?? 0o40555
-  const records: PendingRecord[] = []
+  const records: SizedRecord[] = []
   const susp = (node: IsoNode, mode: number, nlink: number, extra: Buffer[], name?: string): Buffer[] => {
     if (!rockRidge) return []
     const entries = [...extra, pxEntry(mode, nlink, node.uid ?? 0, node.gid ?? 0), tfEntry(node.timestamps ?? defaultTimestamps(node.recorded ?? recorded))]
@@ -373,15 +385,15 @@ function directoryRecords (dir: Dir, joliet: boolean, rockRidge: boolean, record
   const self = dir
   const parent = dir.parent ?? dir
   const isRoot = dir.parent === undefined
-  records.push(makeRecord(Buffer.from([0]), FLAG.directory, () => lbaOf(self), () => sizeOf(self), self.node.recorded ?? recorded,
+  records.push(sizeRecord(Buffer.from([0]), FLAG.directory, { dir: self }, self.node.recorded ?? recorded,
     susp(self.node, dirMode(self), nlinkOf(self), isRoot && rockRidge ? [spEntry()] : []), isRoot && rockRidge ? [erEntry()] : [], continuations))
-  records.push(makeRecord(Buffer.from([1]), FLAG.directory, () => lbaOf(parent), () => sizeOf(parent), parent.node.recorded ?? recorded,
+  records.push(sizeRecord(Buffer.from([1]), FLAG.directory, { dir: parent }, parent.node.recorded ?? recorded,
     susp(parent.node, dirMode(parent), nlinkOf(parent), []), [], continuations))
   for (const child of childrenOf(dir, joliet)) {
     if ('dir' in child) {
       const d = child.dir
-      records.push(makeRecord(joliet ? d.jolietId : d.primaryId, FLAG.directory | (d.node.hidden === true ? FLAG.hidden : 0),
-        () => lbaOf(d), () => sizeOf(d), d.node.recorded ?? recorded, susp(d.node, dirMode(d), nlinkOf(d), [], d.node.name), [], continuations))
+      records.push(sizeRecord(joliet ? d.jolietId : d.primaryId, FLAG.directory | (d.node.hidden === true ? FLAG.hidden : 0),
+        { dir: d }, d.node.recorded ?? recorded, susp(d.node, dirMode(d), nlinkOf(d), [], d.node.name), [], continuations))
       continue
     }
     const f = child.file
@@ -390,8 +402,7 @@ function directoryRecords (dir: Dir, joliet: boolean, rockRidge: boolean, record
     const extentCount = Math.max(1, Math.ceil(f.size / MAX_EXTENT))
     for (let i = 0; i < extentCount; i++) {
       const last = i === extentCount - 1
-      const extentSize = last ? f.size - i * MAX_EXTENT : MAX_EXTENT
-      records.push(makeRecord(id, hidden | (last ? 0 : FLAG.multiExtent), () => f.size === 0 ? 0 : f.lba + i * (MAX_EXTENT / SECTOR), () => extentSize,
+      records.push(sizeRecord(id, hidden | (last ? 0 : FLAG.multiExtent), { file: f, extent: i },
         f.node.recorded ?? recorded, i === 0 ? susp(f.node, f.node.mode ?? 0o100444, 1, [], f.node.name) : [], [], continuations))
     }
   }
@@ -399,13 +410,12 @@ function directoryRecords (dir: Dir, joliet: boolean, rockRidge: boolean, record
 }
 
 /**
- * One directory record. System use entries that do not fit the 255-byte
- * record move to a continuation area, linked by a CE entry.
+ * One directory record, sized. System use entries that do not fit the
+ * 255-byte record move to a continuation area, linked by a CE entry.
  */
-function makeRecord (identifier: Buffer, flags: number, lba: () => number, size: () => number, recorded: Buffer,
-  entries: Buffer[], forcedContinuation: Buffer[], continuations: ContinuationBlob[]): PendingRecord {
-  const base = 33 + identifier.length + (identifier.length % 2 === 0 ? 1 : 0)
-  const room = 255 - base
+function sizeRecord (identifier: Buffer, flags: number, target: RecordTarget, recorded: Buffer,
+  entries: Buffer[], forcedContinuation: Buffer[], continuations: Continuation[]): SizedRecord {
+  const room = MAX_RECORD_LENGTH - systemUseOffset(identifier.length)
   const inRecord: Buffer[] = []
   const spilled: Buffer[] = [...forcedContinuation]
   const total = entries.reduce((n, e) => n + e.length, 0)
@@ -417,38 +427,41 @@ function makeRecord (identifier: Buffer, flags: number, lba: () => number, size:
       if (spilled.length === forcedContinuation.length && used + entry.length <= room) { inRecord.push(entry); used += entry.length } else spilled.push(entry)
     }
   }
-  let ce: Buffer | undefined
+  let continuation: Continuation | undefined
   if (spilled.length > 0) {
-    const data = Buffer.concat(spilled)
-    if (data.length > SECTOR) throw new IsoFormatError('Rock Ridge: system use data larger than one continuation sector')
-    ce = ceEntry({ lba: 0, offset: 0, length: data.length })
-    const entry = ce
-    continuations.push({ data, lba: 0, offset: 0, patch: (l, o) => { writeBoth32(entry, 4, l); writeBoth32(entry, 12, o) } })
-    inRecord.push(entry)
+    continuation = { data: Buffer.concat(spilled) }
+    if (continuation.data.length > SECTOR) throw new IsoFormatError('Rock Ridge: system use data larger than one continuation sector')
+    continuations.push(continuation)
   }
-  let length = base + inRecord.reduce((n, e) => n + e.length, 0)
-  if (length % 2 === 1) length++
-  if (length > 255) throw new IsoFormatError(`directory record for ${identifier.toString('latin1')} is longer than 255 bytes`)
-  return {
-    length,
-    build () {
-      const record = Buffer.alloc(length)
-      record[0] = length
-      writeBoth32(record, 2, lba())
-      writeBoth32(record, 10, size())
-      recorded.copy(record, 18, 0, 7)
-      record[25] = flags
-      writeBoth16(record, 28, 1)
-      record[32] = identifier.length
-      identifier.copy(record, 33)
-      let at = base
-      for (const entry of inRecord) { entry.copy(record, at); at += entry.length }
-      return record
-    }
-  }
+  const systemUseLength = inRecord.reduce((n, e) => n + e.length, 0) + (continuation !== undefined ? CE_ENTRY_LENGTH : 0)
+  const length = directoryRecordLength(identifier.length, systemUseLength)
+  if (length > MAX_RECORD_LENGTH) throw new IsoFormatError(`directory record for ${identifier.toString('latin1')} is longer than ${MAX_RECORD_LENGTH} bytes`)
+  return { identifier, flags, recorded, target, systemUse: inRecord, ...(continuation !== undefined ? { continuation } : {}), length }
 }
 
-function packedSize (records: PendingRecord[]): number {
+/** The record's bytes, now that every LBA and continuation area is placed. */
+function renderRecord (record: SizedRecord, joliet: boolean, places: ContinuationPlaces): Buffer {
+  const { target } = record
+  let lba: number
+  let size: number
+  if ('dir' in target) {
+    lba = joliet ? target.dir.jolietLba : target.dir.primaryLba
+    size = joliet ? target.dir.jolietSize : target.dir.primarySize
+  } else {
+    const { file, extent } = target
+    const last = extent === Math.max(1, Math.ceil(file.size / MAX_EXTENT)) - 1
+    lba = file.size === 0 ? 0 : file.lba + extent * (MAX_EXTENT / SECTOR)
+    size = last ? file.size - extent * MAX_EXTENT : MAX_EXTENT
+  }
+  const systemUse = [...record.systemUse]
+  if (record.continuation !== undefined) {
+    const place = places.get(record.continuation)!
+    systemUse.push(ceEntry({ lba: place.lba, offset: place.offset, length: record.continuation.data.length }))
+  }
+  return writeDirectoryRecord({ lba, size, recorded: record.recorded, flags: record.flags, identifier: record.identifier, systemUse: Buffer.concat(systemUse) })
+}
+
+function packedSize (records: SizedRecord[]): number {
   let offset = 0
   for (const r of records) {
     if ((offset % SECTOR) + r.length > SECTOR) offset = (Math.floor(offset / SECTOR) + 1) * SECTOR
@@ -457,27 +470,20 @@ function packedSize (records: PendingRecord[]): number {
   return sectorsFor(offset) * SECTOR
 }
 
-function packRecords (records: PendingRecord[]): Buffer {
+/** A directory's records packed into its sectors (a record never crosses a sector boundary). */
+function packRecords (records: SizedRecord[], joliet: boolean, places: ContinuationPlaces): Buffer {
   const out = Buffer.alloc(packedSize(records))
   let offset = 0
   for (const r of records) {
     if ((offset % SECTOR) + r.length > SECTOR) offset = (Math.floor(offset / SECTOR) + 1) * SECTOR
-    r.build().copy(out, offset)
+    renderRecord(r, joliet, places).copy(out, offset)
     offset += r.length
   }
   return out
 }
 
-function rootRecord (lba: number, size: number, recorded: Buffer): Buffer {
-  const record = Buffer.alloc(34)
-  record[0] = 34
-  writeBoth32(record, 2, lba)
-  writeBoth32(record, 10, size)
-  recorded.copy(record, 18, 0, 7)
-  record[25] = FLAG.directory
-  writeBoth16(record, 28, 1)
-  record[32] = 1
-  return record
+function rootRecord (lba: number, size: number, recorded: Buffer): DirectoryRecord {
+  return { lba, size, recorded, flags: FLAG.directory, identifier: Buffer.from([0]), systemUse: Buffer.alloc(0) }
 }
 
 // --- path tables ---
@@ -509,48 +515,37 @@ function pathTable (dirs: Dir[], id: (d: Dir) => Buffer, lba: (d: Dir) => number
 
 // --- descriptors ---
 
-function volumeDescriptor (type: 1 | 2, volume: VolumeIdentity, joliet: boolean, layout: {
-  volumeSectors: number, tableBytes: number, lTable: number, mTable: number, rootRecord: Buffer
-}): Buffer {
+function volumeDescriptor (type: 1 | 2, volume: VolumeIdentity, joliet: boolean, layout: DescriptorLayout): Buffer {
   const d = Buffer.alloc(SECTOR)
   const template = joliet ? volume.jolietTemplate : volume.primaryTemplate
   if (template !== undefined) {
     template.copy(d, 8, 8, 72)
     template.copy(d, 190, 190, 882)
   } else {
-    const text = (offset: number, length: number, value: string) => joliet
+    const text = ([offset, length]: readonly [number, number], value: string) => joliet
       ? writePadded(d, offset, length, encodeUcs2(value.padEnd(length / 2, ' ')).subarray(0, length))
       : writePadded(d, offset, length, value)
-    text(8, 32, volume.systemId)
-    text(40, 32, volume.volumeId)
-    text(190, 128, volume.volumeSetId)
-    text(318, 128, volume.publisherId ?? '')
-    text(446, 128, volume.preparerId ?? '')
-    text(574, 128, volume.applicationId ?? '')
-    text(702, 37, '')
-    text(739, 37, '')
-    text(776, 37, '')
-    volume.created.copy(d, 813)
-    volume.created.copy(d, 830)
-    Buffer.from('0000000000000000\0', 'latin1').copy(d, 847)
-    Buffer.from('0000000000000000\0', 'latin1').copy(d, 864)
-    d[881] = 1
+    text(DESCRIPTOR.systemId, volume.systemId)
+    text(DESCRIPTOR.volumeId, volume.volumeId)
+    text(DESCRIPTOR.volumeSetId, volume.volumeSetId)
+    text(DESCRIPTOR.publisherId, volume.publisherId ?? '')
+    text(DESCRIPTOR.preparerId, volume.preparerId ?? '')
+    text(DESCRIPTOR.applicationId, volume.applicationId ?? '')
+    text(DESCRIPTOR.copyrightFile, '')
+    text(DESCRIPTOR.abstractFile, '')
+    text(DESCRIPTOR.bibliographicFile, '')
+    volume.created.copy(d, DESCRIPTOR.created[0])
+    volume.created.copy(d, DESCRIPTOR.modified[0])
+    Buffer.from('0000000000000000\0', 'latin1').copy(d, DESCRIPTOR.expires[0])
+    Buffer.from('0000000000000000\0', 'latin1').copy(d, DESCRIPTOR.effective[0])
+    d[DESCRIPTOR.fileStructureVersion] = 1
   }
   d[0] = type
   d.write('CD001', 1, 'latin1')
   d[6] = 1
-  writeBoth32(d, 80, layout.volumeSectors)
-  d.fill(0, 88, 120)
-  if (joliet) d.write('%/E', 88, 'latin1')
-  writeBoth16(d, 120, 1)
-  writeBoth16(d, 124, 1)
-  writeBoth16(d, 128, SECTOR)
-  writeBoth32(d, 132, layout.tableBytes)
-  d.writeUInt32LE(layout.lTable, 140)
-  d.writeUInt32LE(0, 144)
-  d.writeUInt32BE(layout.mTable, 148)
-  d.writeUInt32BE(0, 152)
-  layout.rootRecord.copy(d, 156)
+  d.fill(0, DESCRIPTOR.escapes, DESCRIPTOR.setSize)
+  if (joliet) d.write('%/E', DESCRIPTOR.escapes, 'latin1')
+  writeDescriptorLayout(d, layout)
   return d
 }
 
