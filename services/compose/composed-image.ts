@@ -344,17 +344,27 @@ class SharedBuffers {
       this.#idleBytes -= buffer.length
       return buffer
     }
+    // Idle buffers of other sizes make room, so that what is held (lent and idle) stays within the budget.
+    for (const [other, list] of this.#free) {
+      while (list.length > 0 && this.#largeInUse + this.#idleBytes > this.budget) this.#idleBytes -= list.pop()!.length
+      if (list.length === 0) this.#free.delete(other)
+    }
     return Buffer.allocUnsafeSlow(cls)
   }
 
   get largeInUse (): number { return this.#largeInUse }
 
-  /** Large buffers this process may lend at once (idle ones kept: half of it). */
+  /** Large buffers this process may hold at once, lent or idle. */
   budget = LARGE_BUFFER_BUDGET
 
+  /**
+   * A buffer back from its write. It is kept for the next stream while what
+   * is held stays within the budget: dropping and reallocating multi-MiB
+   * buffers under load makes V8 collect for the external memory they hold.
+   */
   give (buffer: Buffer): void {
     if (buffer.length > MIN_CHUNK) this.#largeInUse -= buffer.length
-    if (this.#idleBytes + buffer.length > this.budget / 2) return
+    if (this.#largeInUse + this.#idleBytes + buffer.length > this.budget) return
     let list = this.#free.get(buffer.length)
     if (list === undefined) { list = []; this.#free.set(buffer.length, list) }
     list.push(buffer)
