@@ -1,10 +1,9 @@
 import fp from 'fastify-plugin'
+import { Gauge } from 'prom-client'
 import { ConcurrencyLimiter } from '../services/limiter.ts'
+import { METRIC_PREFIX } from '../services/metrics.ts'
 
 declare module 'fastify' {
-  interface FastifyInstance {
-    limiter: ConcurrencyLimiter
-  }
   interface FastifyContextConfig {
     /** The route holds a concurrency slot until its response is sent or the client is gone. */
     limited?: boolean
@@ -14,7 +13,21 @@ declare module 'fastify' {
 export default fp(async function limiterPlugin (fastify) {
   const { maxConcurrentRequests, requestQueueTimeoutSeconds } = fastify.config
   const limiter = new ConcurrencyLimiter(maxConcurrentRequests, requestQueueTimeoutSeconds * 1000)
-  fastify.decorate('limiter', limiter)
+  // Read when scraped; with worker processes the cluster's values are the sum of theirs.
+  void new Gauge({
+    name: `${METRIC_PREFIX}limited_requests_active`,
+    help: 'Image requests holding one of the MAX_CONCURRENT_REQUESTS slots',
+    registers: [fastify.metricsRegistry],
+    aggregator: 'sum',
+    collect () { this.set(limiter.active) }
+  })
+  void new Gauge({
+    name: `${METRIC_PREFIX}limited_requests_queued`,
+    help: 'Image requests waiting for a slot (they get 503 after REQUEST_QUEUE_TIMEOUT)',
+    registers: [fastify.metricsRegistry],
+    aggregator: 'sum',
+    collect () { this.set(limiter.queued) }
+  })
 
   fastify.addHook('onRequest', async function acquireSlot (request, reply) {
     if (request.routeOptions.config.limited !== true || request.method === 'OPTIONS') return
@@ -30,4 +43,4 @@ export default fp(async function limiterPlugin (fastify) {
     // 'close' fires both after the last byte is flushed and when the client leaves early.
     reply.raw.once('close', release)
   })
-}, { name: 'limiter', fastify: '5.x', dependencies: ['config'] })
+}, { name: 'limiter', fastify: '5.x', dependencies: ['config', 'metrics'] })
