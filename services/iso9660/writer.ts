@@ -138,29 +138,72 @@ const HYBRID_ALIGN = 1 << 20
 /** Plans an ISO 9660 image as segments; file data stays where it is. */
 export async function planIso (root: IsoNode, options: IsoWriteOptions): Promise<LayoutPlan> {
   const recorded = options.volume.created.length === 17 ? recordDate(options.volume.created) : Buffer.alloc(7)
-  const catalogPath = options.boot?.catalogPath
+  const tree = buildTree(root, options.boot?.catalogPath)
+  const metadata = placeMetadata(tree, options, recorded)
+  const volumeSectors = placeFiles(tree, metadata.end)
+  const boot = await bootImages(tree, options, metadata.descriptors.primary)
+  const metadataBytes = renderMetadata(tree, options, metadata, volumeSectors, recorded, boot)
+  const { segments, size } = assembleSegments(tree, options, metadataBytes, metadata.end, volumeSectors, boot.patched)
+  return {
+    segments,
+    size,
+    volumeSectors,
+    files: new Map(tree.files.map(f => [f.path, { lba: f.lba, size: f.size }]))
+  }
+}
+
+/** Phase 1: the tree as it will be recorded (names, order), with nothing placed yet. */
+interface Tree {
+  root: Dir
+  /** Breadth-first, the order of the path tables and directory extents. */
+  dirs: Dir[]
+  files: File[]
+  /** Depth-first, the order of file data. */
+  ordered: File[]
+  byPath: Map<string, File>
+}
+
+function buildTree (root: IsoNode, catalogPath: string | undefined): Tree {
   const rootDir = buildModel(root, catalogPath)
   const dirs = breadthFirst(rootDir)
+  dirs.forEach((dir, i) => { dir.primaryNumber = i + 1; dir.jolietNumber = i + 1 })
+  const files = dirs.flatMap(dir => dir.files)
+  return { root: rootDir, dirs, files, ordered: depthFirstFiles(rootDir), byPath: new Map(files.map(f => [f.path, f] as const)) }
+}
 
+type PathTable = ReturnType<typeof pathTable>
+
+/**
+ * Phase 2: every metadata sector placed (descriptors, path tables, directory
+ * extents, continuation areas); directories know their LBA and size.
+ */
+interface MetadataLayout {
+  descriptors: { primary: number, bootRecord?: number, joliet?: number, terminator: number }
+  tables: { primary: PathTable, joliet: PathTable, l: number, m: number, jl: number, jm: number }
+  records: { primary: Map<Dir, SizedRecord[]>, joliet: Map<Dir, SizedRecord[]> }
+  continuations: ContinuationPlaces
+  /** The first sector after the metadata. */
+  end: number
+}
+
+function placeMetadata (tree: Tree, options: IsoWriteOptions, recorded: Buffer): MetadataLayout {
+  const { dirs } = tree
   // Descriptor sectors: PVD, boot record, Joliet SVD, terminator.
   let lba = 16
-  const pvdLba = lba++
-  const bootRecordLba = options.boot !== undefined ? lba++ : undefined
-  const svdLba = options.joliet ? lba++ : undefined
-  const terminatorLba = lba++
+  const primary = lba++
+  const bootRecord = options.boot !== undefined ? lba++ : undefined
+  const joliet = options.joliet ? lba++ : undefined
+  const terminator = lba++
 
-  dirs.forEach((dir, i) => { dir.primaryNumber = i + 1; dir.jolietNumber = i + 1 })
   const primaryTable = pathTable(dirs, d => d.primaryId, d => d.primaryLba, d => d.primaryNumber)
   const jolietTable = pathTable(dirs, d => d.jolietId, d => d.jolietLba, d => d.jolietNumber)
-  const tableBytes = primaryTable.size
-  const jolietTableBytes = jolietTable.size
-  const lTable = lba; lba += sectorsFor(tableBytes)
-  const mTable = lba; lba += sectorsFor(tableBytes)
-  let jlTable = 0
-  let jmTable = 0
+  const l = lba; lba += sectorsFor(primaryTable.size)
+  const m = lba; lba += sectorsFor(primaryTable.size)
+  let jl = 0
+  let jm = 0
   if (options.joliet) {
-    jlTable = lba; lba += sectorsFor(jolietTableBytes)
-    jmTable = lba; lba += sectorsFor(jolietTableBytes)
+    jl = lba; lba += sectorsFor(jolietTable.size)
+    jm = lba; lba += sectorsFor(jolietTable.size)
   }
 
   // Directory records: sizes first (they do not depend on LBAs), then LBAs.
@@ -183,7 +226,6 @@ export async function planIso (root: IsoNode, options: IsoWriteOptions): Promise
   if (options.joliet) for (const dir of dirs) { dir.jolietLba = lba; lba += sectorsFor(dir.jolietSize) }
 
   // Continuation areas, packed without crossing sector boundaries.
-  const ceStart = lba
   let ceOffset = 0
   const places: ContinuationPlaces = new Map()
   for (const blob of continuations) {
@@ -192,76 +234,90 @@ export async function planIso (root: IsoNode, options: IsoWriteOptions): Promise
     ceOffset += blob.data.length
   }
   if (continuations.length > 0) lba++
-  const ceSectors = lba - ceStart
 
-  // File data in depth-first order of the primary tree.
-  const files = dirs.flatMap(dir => dir.files)
-  const ordered = depthFirstFiles(rootDir)
-  for (const file of ordered) {
+  return {
+    descriptors: { primary, ...(bootRecord !== undefined ? { bootRecord } : {}), ...(joliet !== undefined ? { joliet } : {}), terminator },
+    tables: { primary: primaryTable, joliet: jolietTable, l, m, jl, jm },
+    records: { primary: primaryRecords, joliet: jolietRecords },
+    continuations: places,
+    end: lba
+  }
+}
+
+/** Phase 3: file data in depth-first order of the primary tree. Returns the volume's size in sectors. */
+function placeFiles (tree: Tree, start: number): number {
+  let lba = start
+  for (const file of tree.ordered) {
     if (file.size === 0) { file.lba = 0; continue }
     file.lba = lba
     lba += sectorsFor(file.size)
   }
-  const volumeSectors = lba
-  const byPath = new Map(files.map(f => [f.path, f] as const))
+  return lba
+}
 
-  // El Torito: catalog content, load sizes and boot-info-tables.
-  let catalog: Buffer | undefined
-  const patchedContent = new Map<File, Buffer>()
-  if (options.boot !== undefined) {
-    const entries: BootEntry[] = []
-    for (const spec of options.boot.entries) {
-      const file = byPath.get(spec.path)
-      if (file === undefined) throw new IsoFormatError(`El Torito: boot image ${spec.path} is not in the tree`)
-      const loadSectors = spec.loadSectors === 'image' ? Math.min(0xffff, sectorsFor(file.size) * 4) : spec.loadSectors
-      entries.push({
-        platform: spec.platform,
-        bootable: true,
-        mediaType: spec.mediaType ?? 0,
-        loadSegment: spec.loadSegment ?? 0,
-        systemType: spec.systemType ?? 0,
-        loadSectors,
-        lba: file.lba
-      })
-      if (spec.bootInfoTable === true) {
-        if (file.size > 16 << 20) throw new IsoFormatError(`El Torito: boot image ${spec.path} is too large for a boot-info-table`)
-        const data = Buffer.from(await options.readContent(file.content))
-        if (data.length < 64) throw new IsoFormatError(`El Torito: boot image ${spec.path} is too small for a boot-info-table`)
-        writeBootInfoTable(data, pvdLba, file.lba)
-        patchedContent.set(file, data)
-      }
+/** Phase 4: El Torito: the catalog, load sizes and boot-info-tables, now that files are placed. */
+async function bootImages (tree: Tree, options: IsoWriteOptions, pvdLba: number): Promise<{ catalogLba?: number, patched: Map<File, Buffer> }> {
+  const patched = new Map<File, Buffer>()
+  if (options.boot === undefined) return { patched }
+  const entries: BootEntry[] = []
+  for (const spec of options.boot.entries) {
+    const file = tree.byPath.get(spec.path)
+    if (file === undefined) throw new IsoFormatError(`El Torito: boot image ${spec.path} is not in the tree`)
+    const loadSectors = spec.loadSectors === 'image' ? Math.min(0xffff, sectorsFor(file.size) * 4) : spec.loadSectors
+    entries.push({
+      platform: spec.platform,
+      bootable: true,
+      mediaType: spec.mediaType ?? 0,
+      loadSegment: spec.loadSegment ?? 0,
+      systemType: spec.systemType ?? 0,
+      loadSectors,
+      lba: file.lba
+    })
+    if (spec.bootInfoTable === true) {
+      if (file.size > 16 << 20) throw new IsoFormatError(`El Torito: boot image ${spec.path} is too large for a boot-info-table`)
+      const data = Buffer.from(await options.readContent(file.content))
+      if (data.length < 64) throw new IsoFormatError(`El Torito: boot image ${spec.path} is too small for a boot-info-table`)
+      writeBootInfoTable(data, pvdLba, file.lba)
+      patched.set(file, data)
     }
-    catalog = buildBootCatalog(entries)
-    const catalogFile = byPath.get(catalogPath!)!
-    patchedContent.set(catalogFile, catalog)
   }
+  const catalogFile = tree.byPath.get(options.boot.catalogPath)!
+  patched.set(catalogFile, buildBootCatalog(entries))
+  return { catalogLba: catalogFile.lba, patched }
+}
 
-  // Metadata buffers.
-  const metadata = Buffer.alloc((ceStart + ceSectors - 16) * SECTOR)
+/** Phase 5: the bytes of every metadata sector, from sector 16 to the end of the metadata. */
+function renderMetadata (tree: Tree, options: IsoWriteOptions, layout: MetadataLayout, volumeSectors: number, recorded: Buffer, boot: { catalogLba?: number }): Buffer {
+  const { root, dirs } = tree
+  const { descriptors, tables, records, continuations } = layout
+  const metadata = Buffer.alloc((layout.end - 16) * SECTOR)
   const put = (atLba: number, data: Buffer, offset = 0) => data.copy(metadata, (atLba - 16) * SECTOR + offset)
-  put(pvdLba, volumeDescriptor(1, options.volume, false, {
-    volumeSectors, pathTableSize: tableBytes, lPathTable: lTable, mPathTable: mTable, root: rootRecord(rootDir.primaryLba, rootDir.primarySize, recorded)
+  put(descriptors.primary, volumeDescriptor(1, options.volume, false, {
+    volumeSectors, pathTableSize: tables.primary.size, lPathTable: tables.l, mPathTable: tables.m, root: rootRecord(root.primaryLba, root.primarySize, recorded)
   }))
-  if (bootRecordLba !== undefined) put(bootRecordLba, bootRecord(byPath.get(catalogPath!)!.lba))
-  if (svdLba !== undefined) {
-    put(svdLba, volumeDescriptor(2, options.volume, true, {
-      volumeSectors, pathTableSize: jolietTableBytes, lPathTable: jlTable, mPathTable: jmTable, root: rootRecord(rootDir.jolietLba, rootDir.jolietSize, recorded)
+  if (descriptors.bootRecord !== undefined) put(descriptors.bootRecord, bootRecord(boot.catalogLba!))
+  if (descriptors.joliet !== undefined) {
+    put(descriptors.joliet, volumeDescriptor(2, options.volume, true, {
+      volumeSectors, pathTableSize: tables.joliet.size, lPathTable: tables.jl, mPathTable: tables.jm, root: rootRecord(root.jolietLba, root.jolietSize, recorded)
     }))
   }
-  put(terminatorLba, terminator())
-  put(lTable, primaryTable.build(false))
-  put(mTable, primaryTable.build(true))
+  put(descriptors.terminator, terminator())
+  put(tables.l, tables.primary.build(false))
+  put(tables.m, tables.primary.build(true))
   if (options.joliet) {
-    put(jlTable, jolietTable.build(false))
-    put(jmTable, jolietTable.build(true))
+    put(tables.jl, tables.joliet.build(false))
+    put(tables.jm, tables.joliet.build(true))
   }
   for (const dir of dirs) {
-    put(dir.primaryLba, packRecords(primaryRecords.get(dir)!, false, places))
-    if (options.joliet) put(dir.jolietLba, packRecords(jolietRecords.get(dir)!, true, places))
+    put(dir.primaryLba, packRecords(records.primary.get(dir)!, false, continuations))
+    if (options.joliet) put(dir.jolietLba, packRecords(records.joliet.get(dir)!, true, continuations))
   }
-  for (const [blob, place] of places) put(place.lba, blob.data, place.offset)
+  for (const [blob, place] of continuations) put(place.lba, blob.data, place.offset)
+  return metadata
+}
 
-  // Segments in LBA order.
+/** Phase 6: the image as segments in LBA order: system area, metadata, file data, then what isohybrid adds. */
+function assembleSegments (tree: Tree, options: IsoWriteOptions, metadata: Buffer, metadataEnd: number, volumeSectors: number, patched: Map<File, Buffer>): { segments: Segment[], size: number } {
   const segments: Segment[] = []
   const push = (segment: Segment) => {
     const last = segments[segments.length - 1]
@@ -269,17 +325,17 @@ export async function planIso (root: IsoNode, options: IsoWriteOptions): Promise
     if (segment.kind === 'zero' && segment.length === 0) return
     segments.push(segment)
   }
-  const hybridLayout = options.hybrid !== undefined ? hybrid(options.hybrid, byPath, volumeSectors) : undefined
+  const hybridLayout = options.hybrid !== undefined ? hybrid(options.hybrid, tree.byPath, volumeSectors) : undefined
   if (hybridLayout !== undefined) push({ kind: 'buffer', data: buildSystemArea(hybridLayout) })
   else push({ kind: 'zero', length: SYSTEM_AREA_SIZE })
   push({ kind: 'buffer', data: metadata })
-  let position = (ceStart + ceSectors) * SECTOR
-  for (const file of ordered) {
+  let position = metadataEnd * SECTOR
+  for (const file of tree.ordered) {
     if (file.size === 0) continue
     const start = file.lba * SECTOR
     push({ kind: 'zero', length: start - position })
-    const patched = patchedContent.get(file)
-    if (patched !== undefined) push({ kind: 'buffer', data: patched })
+    const data = patched.get(file)
+    if (data !== undefined) push({ kind: 'buffer', data })
     else push(file.content.kind === 'buffer' ? { kind: 'buffer', data: file.content.data } : { ...file.content })
     position = start + file.size
   }
@@ -291,12 +347,7 @@ export async function planIso (root: IsoNode, options: IsoWriteOptions): Promise
     if (backup !== undefined) push({ kind: 'buffer', data: backup })
     size = hybridLayout.imageSize
   }
-  return {
-    segments,
-    size,
-    volumeSectors,
-    files: new Map(files.map(f => [f.path, { lba: f.lba, size: f.size }]))
-  }
+  return { segments, size }
 }
 
 // --- model ---
