@@ -338,16 +338,28 @@ class SharedBuffers {
     let cls = MIN_CHUNK
     while (cls < size) cls *= 2
     if (cls > MIN_CHUNK && this.#largeInUse + cls > this.budget) cls = MIN_CHUNK
-    if (cls > MIN_CHUNK) this.#largeInUse += cls
-    const buffer = this.#free.get(cls)?.pop()
-    if (buffer !== undefined) {
-      this.#idleBytes -= buffer.length
-      return buffer
-    }
-    // Idle buffers of other sizes make room, so that what is held (lent and idle) stays within the budget.
-    for (const [other, list] of this.#free) {
-      while (list.length > 0 && this.#largeInUse + this.#idleBytes > this.budget) this.#idleBytes -= list.pop()!.length
-      if (list.length === 0) this.#free.delete(other)
+    // An idle buffer at least as large serves as well: it is already held, so nothing new is allocated (a buffer
+    // dropped now would stay allocated until V8's next collection, which an idle server may not run for long).
+    const buffer = this.#takeIdle(cls) ?? this.#allocate(cls)
+    if (buffer.length > MIN_CHUNK) this.#largeInUse += buffer.length
+    return buffer
+  }
+
+  /** The smallest idle buffer of `cls` bytes or more. */
+  #takeIdle (cls: number): Buffer | undefined {
+    let best: number | undefined
+    for (const [length, list] of this.#free) if (length >= cls && list.length > 0 && (best === undefined || length < best)) best = length
+    if (best === undefined) return undefined
+    const buffer = this.#free.get(best)!.pop()!
+    this.#idleBytes -= buffer.length
+    return buffer
+  }
+
+  #allocate (cls: number): Buffer {
+    // Smaller idle buffers make room, so that what is held (lent and idle) stays within the budget.
+    for (const [length, list] of this.#free) {
+      while (list.length > 0 && this.#largeInUse + this.#idleBytes + cls > this.budget) this.#idleBytes -= list.pop()!.length
+      if (list.length === 0) this.#free.delete(length)
     }
     return Buffer.allocUnsafeSlow(cls)
   }
@@ -427,7 +439,8 @@ const ZEROS = Buffer.alloc(CHUNK)
 async function readPiece (pool: FilePool, piece: Segment, from: number, length: number): Promise<Buffer> {
   switch (piece.kind) {
     case 'buffer': return piece.data.subarray(from, from + length)
-    case 'zero': return length <= ZEROS.length ? ZEROS.subarray(0, length) : Buffer.alloc(length)
+    // At most one shared chunk of zeros: the caller asks again for the rest.
+    case 'zero': return ZEROS.subarray(0, Math.min(length, ZEROS.length))
     case 'file': {
       return await readFully(await pool.get(piece.path), length, piece.offset + from, () => new Error(`${piece.path} ended early`))
     }
