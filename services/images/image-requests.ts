@@ -18,10 +18,12 @@ const CUSTOMIZED_PER_TEMPLATE = 256
  */
 class CustomizedImages {
   readonly #byTemplate = new WeakMap<IsoTemplate, Map<string, ComposedImage>>()
+  // Cached upstream answers come back as the same Buffer objects: hash each one once.
+  readonly #digests = new WeakMap<Buffer, string>()
 
   get (template: IsoTemplate, content: HostContent): ComposedImage {
-    const ramdisk = content.ramdisk !== undefined ? digest(content.ramdisk) : ''
-    const key = `${digest(content.ignition)}:${ramdisk}:${(content.kargs ?? []).join('\0')}`
+    const ramdisk = content.ramdisk !== undefined ? this.#digest(content.ramdisk) : ''
+    const key = `${this.#digest(content.ignition)}:${ramdisk}:${(content.kargs ?? []).join('\0')}`
     let images = this.#byTemplate.get(template)
     if (images === undefined) { images = new Map(); this.#byTemplate.set(template, images) }
     const cached = images.get(key)
@@ -35,18 +37,17 @@ class CustomizedImages {
     if (images.size > CUSTOMIZED_PER_TEMPLATE) images.delete(images.keys().next().value!)
     return image
   }
+
+  #digest (data: Buffer): string {
+    let value = this.#digests.get(data)
+    if (value === undefined) {
+      value = createHash('sha256').update(data).digest('base64url')
+      this.#digests.set(data, value)
+    }
+    return value
+  }
 }
 
-// Cached upstream answers come back as the same Buffer objects: hash each one once.
-const digests = new WeakMap<Buffer, string>()
-function digest (data: Buffer): string {
-  let value = digests.get(data)
-  if (value === undefined) {
-    value = createHash('sha256').update(data).digest('base64url')
-    digests.set(data, value)
-  }
-  return value
-}
 
 /** A Map, not an object: client input never reaches the prototype ("constructor", "__proto__"). */
 export const ISO_FILENAMES: ReadonlyMap<string, IsoKind> = new Map([
