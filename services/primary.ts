@@ -14,7 +14,7 @@ import { ImageStore } from './store/image-store.ts'
  */
 const WORKER_SEMI_SPACE_MIB = 2
 
-export function workerExecArgv (execArgv: readonly string[]): string[] {
+function workerExecArgv (execArgv: readonly string[]): string[] {
   if (execArgv.some(arg => arg.startsWith('--max-semi-space-size'))) return [...execArgv]
   return [...execArgv, `--max-semi-space-size=${WORKER_SEMI_SPACE_MIB}`]
 }
