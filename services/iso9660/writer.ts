@@ -88,12 +88,8 @@ interface Dir {
   files: File[]
   primaryId: Buffer
   jolietId: Buffer
-  primaryNumber: number
-  jolietNumber: number
-  primaryLba: number
-  primarySize: number
-  jolietLba: number
-  jolietSize: number
+  /** Position in the path tables (1 for the root), the same in both trees. */
+  number: number
 }
 
 interface File {
@@ -102,7 +98,6 @@ interface File {
   primaryId: Buffer
   jolietId: Buffer
   size: number
-  lba: number
   content: Segment
 }
 
@@ -132,6 +127,16 @@ interface Continuation { data: Buffer }
 /** Where each continuation area landed. */
 type ContinuationPlaces = Map<Continuation, { lba: number, offset: number }>
 
+/** Where a directory's records lie in one of the two trees. */
+interface Extent { lba: number, size: number }
+
+/** Everything placed: directory extents of both trees, continuation areas, and each file's first LBA (0 when empty). */
+interface Placement {
+  dirs: { primary: Map<Dir, Extent>, joliet: Map<Dir, Extent> }
+  continuations: ContinuationPlaces
+  files: Map<File, number>
+}
+
 const MAX_EXTENT = 0xfffff800
 const HYBRID_ALIGN = 1 << 20
 
@@ -140,15 +145,16 @@ export async function planIso (root: IsoNode, options: IsoWriteOptions): Promise
   const recorded = options.volume.created.length === 17 ? recordDate(options.volume.created) : Buffer.alloc(7)
   const tree = buildTree(root, options.boot?.catalogPath)
   const metadata = placeMetadata(tree, options, recorded)
-  const volumeSectors = placeFiles(tree, metadata.end)
-  const boot = await bootImages(tree, options, metadata.descriptors.primary)
-  const metadataBytes = renderMetadata(tree, options, metadata, volumeSectors, recorded, boot)
-  const { segments, size } = assembleSegments(tree, options, metadataBytes, metadata.end, volumeSectors, boot.patched)
+  const { files, volumeSectors } = placeFiles(tree, metadata.end)
+  const placement: Placement = { dirs: metadata.dirs, continuations: metadata.continuations, files }
+  const boot = await bootImages(tree, options, metadata.descriptors.primary, files)
+  const metadataBytes = renderMetadata(tree, options, metadata, placement, volumeSectors, recorded, boot)
+  const { segments, size } = assembleSegments(tree, options, metadataBytes, metadata.end, volumeSectors, boot.patched, files)
   return {
     segments,
     size,
     volumeSectors,
-    files: new Map(tree.files.map(f => [f.path, { lba: f.lba, size: f.size }]))
+    files: new Map(tree.files.map(f => [f.path, { lba: files.get(f)!, size: f.size }]))
   }
 }
 
@@ -166,7 +172,7 @@ interface Tree {
 function buildTree (root: IsoNode, catalogPath: string | undefined): Tree {
   const rootDir = buildModel(root, catalogPath)
   const dirs = breadthFirst(rootDir)
-  dirs.forEach((dir, i) => { dir.primaryNumber = i + 1; dir.jolietNumber = i + 1 })
+  dirs.forEach((dir, i) => { dir.number = i + 1 })
   const files = dirs.flatMap(dir => dir.files)
   return { root: rootDir, dirs, files, ordered: depthFirstFiles(rootDir), byPath: new Map(files.map(f => [f.path, f] as const)) }
 }
@@ -181,6 +187,7 @@ interface MetadataLayout {
   descriptors: { primary: number, bootRecord?: number, joliet?: number, terminator: number }
   tables: { primary: PathTable, joliet: PathTable, l: number, m: number, jl: number, jm: number }
   records: { primary: Map<Dir, SizedRecord[]>, joliet: Map<Dir, SizedRecord[]> }
+  dirs: Placement['dirs']
   continuations: ContinuationPlaces
   /** The first sector after the metadata. */
   end: number
@@ -195,8 +202,9 @@ function placeMetadata (tree: Tree, options: IsoWriteOptions, recorded: Buffer):
   const joliet = options.joliet ? lba++ : undefined
   const terminator = lba++
 
-  const primaryTable = pathTable(dirs, d => d.primaryId, d => d.primaryLba, d => d.primaryNumber)
-  const jolietTable = pathTable(dirs, d => d.jolietId, d => d.jolietLba, d => d.jolietNumber)
+  const placed: Placement['dirs'] = { primary: new Map(), joliet: new Map() }
+  const primaryTable = pathTable(dirs, d => d.primaryId, d => placed.primary.get(d)!.lba)
+  const jolietTable = pathTable(dirs, d => d.jolietId, d => placed.joliet.get(d)!.lba)
   const l = lba; lba += sectorsFor(primaryTable.size)
   const m = lba; lba += sectorsFor(primaryTable.size)
   let jl = 0
@@ -208,22 +216,15 @@ function placeMetadata (tree: Tree, options: IsoWriteOptions, recorded: Buffer):
 
   // Directory records: sizes first (they do not depend on LBAs), then LBAs.
   const continuations: Continuation[] = []
-  const primaryRecords = new Map<Dir, SizedRecord[]>()
-  for (const dir of dirs) {
-    const records = directoryRecords(dir, false, options.rockRidge, recorded, continuations)
-    primaryRecords.set(dir, records)
-    dir.primarySize = packedSize(records)
-  }
-  const jolietRecords = new Map<Dir, SizedRecord[]>()
-  if (options.joliet) {
-    for (const dir of dirs) {
-      const records = directoryRecords(dir, true, false, recorded, continuations)
-      jolietRecords.set(dir, records)
-      dir.jolietSize = packedSize(records)
+  const primaryRecords = new Map(dirs.map(dir => [dir, directoryRecords(dir, false, options.rockRidge, recorded, continuations)] as const))
+  const jolietRecords = new Map(options.joliet ? dirs.map(dir => [dir, directoryRecords(dir, true, false, recorded, continuations)] as const) : [])
+  for (const [records, places] of [[primaryRecords, placed.primary], [jolietRecords, placed.joliet]] as const) {
+    for (const [dir, dirRecords] of records) {
+      const size = packedSize(dirRecords)
+      places.set(dir, { lba, size })
+      lba += sectorsFor(size)
     }
   }
-  for (const dir of dirs) { dir.primaryLba = lba; lba += sectorsFor(dir.primarySize) }
-  if (options.joliet) for (const dir of dirs) { dir.jolietLba = lba; lba += sectorsFor(dir.jolietSize) }
 
   // Continuation areas, packed without crossing sector boundaries.
   let ceOffset = 0
@@ -239,24 +240,25 @@ function placeMetadata (tree: Tree, options: IsoWriteOptions, recorded: Buffer):
     descriptors: { primary, ...(bootRecord !== undefined ? { bootRecord } : {}), ...(joliet !== undefined ? { joliet } : {}), terminator },
     tables: { primary: primaryTable, joliet: jolietTable, l, m, jl, jm },
     records: { primary: primaryRecords, joliet: jolietRecords },
+    dirs: placed,
     continuations: places,
     end: lba
   }
 }
 
-/** Phase 3: file data in depth-first order of the primary tree. Returns the volume's size in sectors. */
-function placeFiles (tree: Tree, start: number): number {
+/** Phase 3: file data in depth-first order of the primary tree, after the metadata. */
+function placeFiles (tree: Tree, start: number): { files: Map<File, number>, volumeSectors: number } {
+  const files = new Map<File, number>()
   let lba = start
   for (const file of tree.ordered) {
-    if (file.size === 0) { file.lba = 0; continue }
-    file.lba = lba
+    files.set(file, file.size === 0 ? 0 : lba)
     lba += sectorsFor(file.size)
   }
-  return lba
+  return { files, volumeSectors: lba }
 }
 
 /** Phase 4: El Torito: the catalog, load sizes and boot-info-tables, now that files are placed. */
-async function bootImages (tree: Tree, options: IsoWriteOptions, pvdLba: number): Promise<{ catalogLba?: number, patched: Map<File, Buffer> }> {
+async function bootImages (tree: Tree, options: IsoWriteOptions, pvdLba: number, files: Map<File, number>): Promise<{ catalogLba?: number, patched: Map<File, Buffer> }> {
   const patched = new Map<File, Buffer>()
   if (options.boot === undefined) return { patched }
   const entries: BootEntry[] = []
@@ -271,34 +273,35 @@ async function bootImages (tree: Tree, options: IsoWriteOptions, pvdLba: number)
       loadSegment: spec.loadSegment ?? 0,
       systemType: spec.systemType ?? 0,
       loadSectors,
-      lba: file.lba
+      lba: files.get(file)!
     })
     if (spec.bootInfoTable === true) {
       if (file.size > 16 << 20) throw new IsoFormatError(`El Torito: boot image ${spec.path} is too large for a boot-info-table`)
       const data = Buffer.from(await options.readContent(file.content))
       if (data.length < 64) throw new IsoFormatError(`El Torito: boot image ${spec.path} is too small for a boot-info-table`)
-      writeBootInfoTable(data, pvdLba, file.lba)
+      writeBootInfoTable(data, pvdLba, files.get(file)!)
       patched.set(file, data)
     }
   }
   const catalogFile = tree.byPath.get(options.boot.catalogPath)!
   patched.set(catalogFile, buildBootCatalog(entries))
-  return { catalogLba: catalogFile.lba, patched }
+  return { catalogLba: files.get(catalogFile)!, patched }
 }
 
 /** Phase 5: the bytes of every metadata sector, from sector 16 to the end of the metadata. */
-function renderMetadata (tree: Tree, options: IsoWriteOptions, layout: MetadataLayout, volumeSectors: number, recorded: Buffer, boot: { catalogLba?: number }): Buffer {
+function renderMetadata (tree: Tree, options: IsoWriteOptions, layout: MetadataLayout, placement: Placement, volumeSectors: number, recorded: Buffer, boot: { catalogLba?: number }): Buffer {
   const { root, dirs } = tree
-  const { descriptors, tables, records, continuations } = layout
+  const { descriptors, tables, records } = layout
+  const { primary, joliet } = placement.dirs
   const metadata = Buffer.alloc((layout.end - 16) * SECTOR)
   const put = (atLba: number, data: Buffer, offset = 0) => data.copy(metadata, (atLba - 16) * SECTOR + offset)
   put(descriptors.primary, volumeDescriptor(1, options.volume, false, {
-    volumeSectors, pathTableSize: tables.primary.size, lPathTable: tables.l, mPathTable: tables.m, root: rootRecord(root.primaryLba, root.primarySize, recorded)
+    volumeSectors, pathTableSize: tables.primary.size, lPathTable: tables.l, mPathTable: tables.m, root: rootRecord(primary.get(root)!, recorded)
   }))
   if (descriptors.bootRecord !== undefined) put(descriptors.bootRecord, bootRecord(boot.catalogLba!))
   if (descriptors.joliet !== undefined) {
     put(descriptors.joliet, volumeDescriptor(2, options.volume, true, {
-      volumeSectors, pathTableSize: tables.joliet.size, lPathTable: tables.jl, mPathTable: tables.jm, root: rootRecord(root.jolietLba, root.jolietSize, recorded)
+      volumeSectors, pathTableSize: tables.joliet.size, lPathTable: tables.jl, mPathTable: tables.jm, root: rootRecord(joliet.get(root)!, recorded)
     }))
   }
   put(descriptors.terminator, terminator())
@@ -309,15 +312,15 @@ function renderMetadata (tree: Tree, options: IsoWriteOptions, layout: MetadataL
     put(tables.jm, tables.joliet.build(true))
   }
   for (const dir of dirs) {
-    put(dir.primaryLba, packRecords(records.primary.get(dir)!, false, continuations))
-    if (options.joliet) put(dir.jolietLba, packRecords(records.joliet.get(dir)!, true, continuations))
+    put(primary.get(dir)!.lba, packRecords(records.primary.get(dir)!, false, placement))
+    if (options.joliet) put(joliet.get(dir)!.lba, packRecords(records.joliet.get(dir)!, true, placement))
   }
-  for (const [blob, place] of continuations) put(place.lba, blob.data, place.offset)
+  for (const [blob, place] of placement.continuations) put(place.lba, blob.data, place.offset)
   return metadata
 }
 
 /** Phase 6: the image as segments in LBA order: system area, metadata, file data, then what isohybrid adds. */
-function assembleSegments (tree: Tree, options: IsoWriteOptions, metadata: Buffer, metadataEnd: number, volumeSectors: number, patched: Map<File, Buffer>): { segments: Segment[], size: number } {
+function assembleSegments (tree: Tree, options: IsoWriteOptions, metadata: Buffer, metadataEnd: number, volumeSectors: number, patched: Map<File, Buffer>, files: Map<File, number>): { segments: Segment[], size: number } {
   const segments: Segment[] = []
   const push = (segment: Segment) => {
     const last = segments[segments.length - 1]
@@ -325,14 +328,15 @@ function assembleSegments (tree: Tree, options: IsoWriteOptions, metadata: Buffe
     if (segment.kind === 'zero' && segment.length === 0) return
     segments.push(segment)
   }
-  const hybridLayout = options.hybrid !== undefined ? hybrid(options.hybrid, tree.byPath, volumeSectors) : undefined
+  const lbaOfPath = (path: string): number | undefined => { const file = tree.byPath.get(path); return file !== undefined ? files.get(file) : undefined }
+  const hybridLayout = options.hybrid !== undefined ? hybrid(options.hybrid, lbaOfPath, volumeSectors) : undefined
   if (hybridLayout !== undefined) push({ kind: 'buffer', data: buildSystemArea(hybridLayout) })
   else push({ kind: 'zero', length: SYSTEM_AREA_SIZE })
   push({ kind: 'buffer', data: metadata })
   let position = metadataEnd * SECTOR
   for (const file of tree.ordered) {
     if (file.size === 0) continue
-    const start = file.lba * SECTOR
+    const start = files.get(file)! * SECTOR
     push({ kind: 'zero', length: start - position })
     const data = patched.get(file)
     if (data !== undefined) push({ kind: 'buffer', data })
@@ -384,7 +388,7 @@ function buildModel (root: IsoNode, catalogPath: string | undefined): Dir {
       } else {
         if (node.content === undefined) throw new IsoFormatError(`file ${path}: no content`)
         const size = node.content.kind === 'buffer' ? node.content.data.length : node.content.length
-        dir.files.push({ node, path, primaryId, jolietId, size, lba: 0, content: node.content })
+        dir.files.push({ node, path, primaryId, jolietId, size, content: node.content })
       }
     }
     dir.dirs.sort((a, b) => compareIdentifiers(a.primaryId, b.primaryId))
@@ -396,7 +400,7 @@ function buildModel (root: IsoNode, catalogPath: string | undefined): Dir {
 }
 
 function newDir (node: IsoNode, path: string, parent: Dir | undefined, primaryId: Buffer, jolietId: Buffer): Dir {
-  return { node, path, parent, dirs: [], files: [], primaryId, jolietId, primaryNumber: 0, jolietNumber: 0, primaryLba: 0, primarySize: 0, jolietLba: 0, jolietSize: 0 }
+  return { node, path, parent, dirs: [], files: [], primaryId, jolietId, number: 0 }
 }
 
 function parentPath (path: string): string {
@@ -491,22 +495,21 @@ function sizeRecord (identifier: Buffer, flags: number, target: RecordTarget, re
 }
 
 /** The record's bytes, now that every LBA and continuation area is placed. */
-function renderRecord (record: SizedRecord, joliet: boolean, places: ContinuationPlaces): Buffer {
+function renderRecord (record: SizedRecord, joliet: boolean, placement: Placement): Buffer {
   const { target } = record
   let lba: number
   let size: number
   if ('dir' in target) {
-    lba = joliet ? target.dir.jolietLba : target.dir.primaryLba
-    size = joliet ? target.dir.jolietSize : target.dir.primarySize
+    ({ lba, size } = (joliet ? placement.dirs.joliet : placement.dirs.primary).get(target.dir)!)
   } else {
     const { file, extent } = target
     const last = extent === Math.max(1, Math.ceil(file.size / MAX_EXTENT)) - 1
-    lba = file.size === 0 ? 0 : file.lba + extent * (MAX_EXTENT / SECTOR)
+    lba = file.size === 0 ? 0 : placement.files.get(file)! + extent * (MAX_EXTENT / SECTOR)
     size = last ? file.size - extent * MAX_EXTENT : MAX_EXTENT
   }
   const systemUse = [...record.systemUse]
   if (record.continuation !== undefined) {
-    const place = places.get(record.continuation)!
+    const place = placement.continuations.get(record.continuation)!
     systemUse.push(ceEntry({ lba: place.lba, offset: place.offset, length: record.continuation.data.length }))
   }
   return writeDirectoryRecord({ lba, size, recorded: record.recorded, flags: record.flags, identifier: record.identifier, systemUse: Buffer.concat(systemUse) })
@@ -522,24 +525,24 @@ function packedSize (records: SizedRecord[]): number {
 }
 
 /** A directory's records packed into its sectors (a record never crosses a sector boundary). */
-function packRecords (records: SizedRecord[], joliet: boolean, places: ContinuationPlaces): Buffer {
+function packRecords (records: SizedRecord[], joliet: boolean, placement: Placement): Buffer {
   const out = Buffer.alloc(packedSize(records))
   let offset = 0
   for (const r of records) {
     if ((offset % SECTOR) + r.length > SECTOR) offset = (Math.floor(offset / SECTOR) + 1) * SECTOR
-    renderRecord(r, joliet, places).copy(out, offset)
+    renderRecord(r, joliet, placement).copy(out, offset)
     offset += r.length
   }
   return out
 }
 
-function rootRecord (lba: number, size: number, recorded: Buffer): DirectoryRecord {
+function rootRecord ({ lba, size }: Extent, recorded: Buffer): DirectoryRecord {
   return { lba, size, recorded, flags: FLAG.directory, identifier: Buffer.from([0]), systemUse: Buffer.alloc(0) }
 }
 
 // --- path tables ---
 
-function pathTable (dirs: Dir[], id: (d: Dir) => Buffer, lba: (d: Dir) => number, number: (d: Dir) => number) {
+function pathTable (dirs: Dir[], id: (d: Dir) => Buffer, lba: (d: Dir) => number) {
   const size = dirs.reduce((n, d) => { const l = id(d).length; return n + 8 + l + (l % 2) }, 0)
   return {
     size,
@@ -551,10 +554,10 @@ function pathTable (dirs: Dir[], id: (d: Dir) => Buffer, lba: (d: Dir) => number
         out[at] = identifier.length
         if (bigEndian) {
           out.writeUInt32BE(lba(d), at + 2)
-          out.writeUInt16BE(d.parent === undefined ? 1 : number(d.parent), at + 6)
+          out.writeUInt16BE(d.parent === undefined ? 1 : d.parent.number, at + 6)
         } else {
           out.writeUInt32LE(lba(d), at + 2)
-          out.writeUInt16LE(d.parent === undefined ? 1 : number(d.parent), at + 6)
+          out.writeUInt16LE(d.parent === undefined ? 1 : d.parent.number, at + 6)
         }
         identifier.copy(out, at + 8)
         at += 8 + identifier.length + (identifier.length % 2)
@@ -651,7 +654,7 @@ function defaultTimestamps (recorded: Buffer): Buffer {
 
 // --- isohybrid ---
 
-function hybrid (source: HybridSource, byPath: Map<string, File>, volumeSectors: number): HybridLayout | undefined {
+function hybrid (source: HybridSource, lbaOfPath: (path: string) => number | undefined, volumeSectors: number): HybridLayout | undefined {
   const { mbr, gpt } = source.systemArea
   if (mbr === undefined) return undefined
   const isoBytes = volumeSectors * SECTOR
@@ -666,17 +669,17 @@ function hybrid (source: HybridSource, byPath: Map<string, File>, volumeSectors:
       return { start: 0, length: length512 }
     }
     const path = start512 % 4 === 0 ? source.pathAtLba(start512 / 4) : undefined
-    const file = path !== undefined ? byPath.get(path) : undefined
-    if (file === undefined) throw new IsoFormatError(`isohybrid: partition at sector ${start512} does not start at a file`)
-    return { start: file.lba * 4, length: length512 }
+    const lba = path !== undefined ? lbaOfPath(path) : undefined
+    if (lba === undefined) throw new IsoFormatError(`isohybrid: partition at sector ${start512} does not start at a file`)
+    return { start: lba * 4, length: length512 }
   }
   const bootCode = Buffer.from(mbr.bootCode)
   // isohdpfx keeps the 512-byte LBA of isolinux.bin at 432; follow the file to its new place.
   const bootPointer = bootCode.readUInt32LE(432)
   if (bootPointer !== 0 && bootPointer % 4 === 0) {
     const path = source.pathAtLba(bootPointer / 4)
-    const file = path !== undefined ? byPath.get(path) : undefined
-    if (file !== undefined) bootCode.writeUInt32LE(file.lba * 4, 432)
+    const lba = path !== undefined ? lbaOfPath(path) : undefined
+    if (lba !== undefined) bootCode.writeUInt32LE(lba * 4, 432)
   }
   const layout: HybridLayout = {
     imageSize,
