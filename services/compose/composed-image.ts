@@ -324,7 +324,7 @@ const FAST_DRAIN_MS = 20
  * reuse memory instead of faulting in fresh pages for every chunk. Idle
  * buffers are capped; a buffer is reused only after its write has completed.
  */
-class SharedBuffers {
+export class SharedBuffers {
   readonly #free = new Map<number, Buffer[]>()
   #idleBytes = 0
   #largeInUse = 0

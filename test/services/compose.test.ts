@@ -2,7 +2,7 @@ import t from 'tap'
 import { randomBytes } from 'node:crypto'
 import { writeFileSync } from 'node:fs'
 import { PassThrough, Writable } from 'node:stream'
-import { ComposedImage } from '../../services/compose/composed-image.ts'
+import { ComposedImage, SharedBuffers } from '../../services/compose/composed-image.ts'
 import type { Segment } from '../../services/compose/segment.ts'
 
 function prng (seed: number): () => number {
@@ -148,4 +148,37 @@ t.test('writeTo on a sink that stalls and is then destroyed: it ends, and every 
   await t.rejects(writing, /sink closed|destroyed|Cannot call write/, 'writeTo ends instead of waiting forever')
   await new Promise(resolve => setImmediate(resolve))
   t.equal(largeBuffersInUse(), 0, 'the budget is whole again')
+})
+
+t.test('the read-buffer pool: what it lends comes back and is reused, within its budget', async t => {
+  const pool = new SharedBuffers()
+  pool.budget = 8 << 20
+  const a = pool.take(4 << 20)
+  const b = pool.take(4 << 20)
+  t.equal(pool.largeInUse, 8 << 20)
+  t.equal(pool.take(4 << 20).length, 128 << 10, 'over the budget a reader gets the smallest buffer')
+  pool.give(a)
+  pool.give(b)
+  t.equal(pool.largeInUse, 0)
+  const again = pool.take(1 << 20)
+  t.ok(again === a || again === b, 'a larger idle buffer serves a large read: nothing is allocated')
+  const small = pool.take(64 << 10)
+  t.equal(small.length, 128 << 10, 'a small read never ties up a large idle buffer')
+  pool.give(again)
+  pool.give(small)
+  const big = pool.take(8 << 20)
+  t.equal(big.length, 8 << 20, 'a new size is allocated once idle buffers make room for it')
+  t.equal(pool.largeInUse, 8 << 20)
+  pool.give(big)
+  t.equal(pool.take(8 << 20), big, 'and kept afterwards')
+})
+
+t.test('zero segments stream from one shared chunk, however long', async t => {
+  const image = await ComposedImage.fromSegments([{ kind: 'buffer', data: Buffer.from('x') }, { kind: 'zero', length: 9 << 20 }])
+  const chunks: Buffer[] = []
+  const sink = new Writable({ write (chunk: Buffer, _encoding, done) { chunks.push(chunk); done() } })
+  await image.writeTo(sink)
+  const zeros = chunks.slice(1)
+  t.equal(zeros.reduce((n, c) => n + c.length, 0), 9 << 20)
+  t.ok(zeros.every(c => c.buffer === zeros[0]!.buffer && c.every(byte => byte === 0)), `${zeros.length} chunks, one underlying buffer of zeros`)
 })
