@@ -2,6 +2,9 @@ import fp from 'fastify-plugin'
 import { redactUrl } from '../services/redact.ts'
 import { meterResponse } from './response-meter.ts'
 
+/** pino's level values: a line is written when its level's value is at least the logger's. */
+const LEVEL_VALUES = new Map([['trace', 10], ['debug', 20], ['info', 30], ['warn', 40], ['error', 50], ['fatal', 60], ['silent', Infinity]])
+
 /**
  * One log line per request, written when the response is over (complete or
  * aborted), with the redacted URL, status, bytes sent and duration. Fastify's
@@ -12,7 +15,10 @@ export default fp(async function requestLogPlugin (fastify) {
     const route = request.routeOptions.url ?? 'unmatched'
     meterResponse(request, reply, ({ bytes, durationMs, aborted }) => {
       // A 503 from /health while images download is expected, not an error.
-      request.log[reply.statusCode >= 500 && route !== '/health' ? 'error' : 'info']({
+      const level = reply.statusCode >= 500 && route !== '/health' ? 'error' : 'info'
+      // Redacting the URL is work for a line nobody reads when the level is off (every Range request comes here).
+      if ((LEVEL_VALUES.get(request.log.level) ?? 0) > LEVEL_VALUES.get(level)!) return
+      request.log[level]({
         method: request.method,
         url: redactUrl(request.url),
         route,

@@ -118,3 +118,16 @@ t.test('no secret reaches the log', async t => {
   t.type(line.bytes, 'number')
   t.type(line.durationMs, 'number')
 })
+
+t.test('one log line per request at info; none below the configured level, errors always', async t => {
+  const info = await build(t, { LOG_LEVEL: 'info' })
+  await info.app.inject('/live')
+  t.equal(info.logs.text.split('\n').filter(l => l.includes('"msg":"request"') && l.includes('"route":"/live"')).length, 1, 'info: the request is logged')
+  const warn = await build(t, { LOG_LEVEL: 'warn' })
+  warn.app.get('/boom', async () => { throw new Error('boom') })
+  await warn.app.inject('/live')
+  await warn.app.inject('/boom')
+  const lines = warn.logs.text.split('\n').filter(l => l.includes('"msg":"request"'))
+  t.equal(lines.length, 1, 'warn: only the failed request has its line')
+  t.match(lines[0], /"route":"\/boom"/)
+})
