@@ -163,7 +163,7 @@ t.test('the read-buffer pool: what it lends comes back and is reused, within its
   const again = pool.take(1 << 20)
   t.ok(again === a || again === b, 'a larger idle buffer serves a large read: nothing is allocated')
   const small = pool.take(64 << 10)
-  t.equal(small.length, 128 << 10, 'a small read never ties up a large idle buffer')
+  t.ok(small === a || small === b, 'a small read too: idle buffers are used before anything is allocated')
   pool.give(again)
   pool.give(small)
   const big = pool.take(8 << 20)
