@@ -14,20 +14,13 @@ export default fp(async function limiterPlugin (fastify) {
   const { maxConcurrentRequests, requestQueueTimeoutSeconds } = fastify.config
   const limiter = new ConcurrencyLimiter(maxConcurrentRequests, requestQueueTimeoutSeconds * 1000)
   // Read when scraped; with worker processes the cluster's values are the sum of theirs.
-  void new Gauge({
-    name: `${METRIC_PREFIX}limited_requests_active`,
-    help: 'Image requests holding one of the MAX_CONCURRENT_REQUESTS slots',
-    registers: [fastify.metricsRegistry],
-    aggregator: 'sum',
-    collect () { this.set(limiter.active) }
-  })
-  void new Gauge({
-    name: `${METRIC_PREFIX}limited_requests_queued`,
-    help: 'Image requests waiting for a slot (they get 503 after REQUEST_QUEUE_TIMEOUT)',
-    registers: [fastify.metricsRegistry],
-    aggregator: 'sum',
-    collect () { this.set(limiter.queued) }
-  })
+  const gauges = [
+    ['active', 'Image requests holding one of the MAX_CONCURRENT_REQUESTS slots', () => limiter.active],
+    ['queued', 'Image requests waiting for a slot (they get 503 after REQUEST_QUEUE_TIMEOUT)', () => limiter.queued]
+  ] as const
+  for (const [which, help, read] of gauges) {
+    void new Gauge({ name: `${METRIC_PREFIX}limited_requests_${which}`, help, registers: [fastify.metricsRegistry], aggregator: 'sum', collect () { this.set(read()) } })
+  }
 
   fastify.addHook('onRequest', async function acquireSlot (request, reply) {
     if (request.routeOptions.config.limited !== true || request.method === 'OPTIONS') return
