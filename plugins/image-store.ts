@@ -1,5 +1,7 @@
+import type { FastifyBaseLogger } from 'fastify'
 import fp from 'fastify-plugin'
 import { Gauge } from 'prom-client'
+import { loadMemoryMapper, type MemoryMapper } from '../services/compose/memory-map.ts'
 import { ImageStore, type StoreFollower, type StoreTiming } from '../services/store/image-store.ts'
 import { needsNmstate } from '../services/store/os-image-entry.ts'
 import { downloadMetrics, METRIC_PREFIX } from '../services/metrics.ts'
@@ -20,6 +22,22 @@ export interface ImageStoreOptions {
   follower?: StoreFollower
 }
 
+/** Memory maps where they load and are wanted, else reads; said once, at start-up. */
+async function chooseFileAccess (enabled: boolean, log: FastifyBaseLogger): Promise<MemoryMapper | undefined> {
+  if (!enabled) {
+    log.info('image files are read into buffers (MMAP_IMAGE_FILES=false)')
+    return undefined
+  }
+  try {
+    const mapper = await loadMemoryMapper()
+    log.info('image files are served from memory maps')
+    return mapper
+  } catch (err) {
+    log.warn({ error: (err as Error).message }, 'memory maps are unavailable; image files are read into buffers')
+    return undefined
+  }
+}
+
 export default fp<ImageStoreOptions>(async function imageStorePlugin (fastify, opts) {
   const registry = fastify.metricsRegistry
   const downloads = opts.follower === undefined ? downloadMetrics(registry) : { downloadedBytes: () => {}, downloadFailed: () => {} }
@@ -33,6 +51,7 @@ export default fp<ImageStoreOptions>(async function imageStorePlugin (fastify, o
     aggregator: 'max'
   })
   const log = fastify.log.child({ component: 'image-store' })
+  const mapper = await chooseFileAccess(fastify.config.mmapImageFiles, log)
   const store = new ImageStore({
     config: fastify.config,
     log: {
@@ -42,7 +61,8 @@ export default fp<ImageStoreOptions>(async function imageStorePlugin (fastify, o
     },
     metrics: { ...downloads, readyChanged: count => ready.set(count) },
     ...(opts.timing !== undefined ? { timing: opts.timing } : {}),
-    ...(opts.follower !== undefined ? { follower: opts.follower } : {})
+    ...(opts.follower !== undefined ? { follower: opts.follower } : {}),
+    ...(mapper !== undefined ? { mapper } : {})
   })
   const { follower } = opts
   // With workers, readiness is the cluster's: an image counts once every worker can serve it.

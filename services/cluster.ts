@@ -17,7 +17,8 @@ export function availableCpus (cpuMaxFile = '/sys/fs/cgroup/cpu.max'): number {
 
 /** Messages between the primary (which prepares the images) and the workers (which serve them). */
 export type ClusterMessage =
-  | { type: 'ais:ready', keys: string[] }
+  /** `nmstateErrors`: why a ready image has no nmstatectl, by key (a worker never extracts it itself). */
+  | { type: 'ais:ready', keys: string[], nmstateErrors: Record<string, string> }
   | { type: 'ais:prepared', key: string, ready: boolean }
   | { type: 'ais:serving', keys: string[] }
   | { type: 'ais:metrics-request', id: number }
@@ -33,6 +34,7 @@ function isMessage (value: unknown): value is ClusterMessage {
  */
 export function followPrimary (): StoreFollower {
   const ready = new Set<string>()
+  let nmstateErrors: Record<string, string> = {}
   const waiting = new Map<string, Array<() => void>>()
   const servingListeners: Array<(keys: ReadonlySet<string>) => void> = []
   let serving: ReadonlySet<string> | undefined
@@ -43,6 +45,7 @@ export function followPrimary (): StoreFollower {
       for (const listener of servingListeners) listener(serving)
     }
     if (message.type !== 'ais:ready') return
+    nmstateErrors = message.nmstateErrors
     for (const key of message.keys) {
       ready.add(key)
       for (const wake of waiting.get(key) ?? []) wake()
@@ -56,6 +59,9 @@ export function followPrimary (): StoreFollower {
     },
     reportPrepared (key: string, isReady: boolean): void {
       process.send?.({ type: 'ais:prepared', key, ready: isReady } satisfies ClusterMessage)
+    },
+    nmstateError (key: string): string | undefined {
+      return Object.hasOwn(nmstateErrors, key) ? nmstateErrors[key] : undefined
     },
     onServing (listener: (keys: ReadonlySet<string>) => void): void {
       servingListeners.push(listener)

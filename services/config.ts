@@ -35,6 +35,8 @@ export interface Config {
   shortLinkSecret?: string
   /** A response body that makes no progress this long is cut off (stalled clients hold slots and buffers). */
   sendIdleTimeoutSeconds: number
+  /** Serve image files from read-only memory maps (MMAP_IMAGE_FILES); false: read them into buffers. */
+  mmapImageFiles: boolean
   /** Entries as configured (before deduplication). Empty in demo mode until the demo is prepared. */
   osImages: OsImageEntry[]
   osImagesRequestHeaders: Record<string, string>
@@ -80,13 +82,13 @@ export function loadConfig (env: Env, cwd = process.cwd()): Config {
     }
     return Number(raw)
   }
-  const boolean = (name: string): boolean => {
+  const boolean = (name: string, fallback = false): boolean => {
     const raw = value(name)?.toLowerCase()
-    if (raw === undefined) return false
+    if (raw === undefined) return fallback
     if (['1', 'true', 'yes', 'on'].includes(raw)) return true
     if (['0', 'false', 'no', 'off'].includes(raw)) return false
     problems.push(`${name}: must be true or false, got "${raw}"`)
-    return false
+    return fallback
   }
   const readableFile = (name: string, path: string | undefined): string | undefined => {
     if (path === undefined) return undefined
@@ -192,6 +194,7 @@ export function loadConfig (env: Env, cwd = process.cwd()): Config {
     maxConcurrentRequests: integer('MAX_CONCURRENT_REQUESTS', 400, 1),
     requestQueueTimeoutSeconds: integer('REQUEST_QUEUE_TIMEOUT', 60, 1),
     sendIdleTimeoutSeconds: integer('SEND_IDLE_TIMEOUT', 120, 1),
+    mmapImageFiles: boolean('MMAP_IMAGE_FILES', true),
     workers: integer('WORKERS', availableCpus(), 1, 256),
     ...optional('redisUrl', redisUrl),
     ...optional('shortLinkSecret', value('SHORT_LINK_SECRET')),

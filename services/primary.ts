@@ -41,7 +41,15 @@ export async function runPrimary (config: Config, workerEnv: Record<string, stri
     ...(config.infraEnvsDir !== undefined ? { INFRAENVS_DIR: config.infraEnvsDir } : {})
   }
   cluster.setupPrimary({ execArgv: workerExecArgv(process.execArgv) })
-  const readyKeys = (): string[] => store.keys.filter(key => store.isReady(key))
+  const readyMessage = (): ClusterMessage => {
+    const keys = store.keys.filter(key => store.isReady(key))
+    const nmstateErrors: Record<string, string> = {}
+    for (const key of keys) {
+      const reason = store.get(key)?.nmstateError
+      if (reason !== undefined) nmstateErrors[key] = reason
+    }
+    return { type: 'ais:ready', keys, nmstateErrors }
+  }
   const workers = (): Worker[] => Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined)
   let stopping = false
   const book = new ServingBook()
@@ -53,11 +61,11 @@ export async function runPrimary (config: Config, workerEnv: Record<string, stri
     serving = keys.join('\n')
     broadcast({ type: 'ais:serving', keys })
   }
-  store.onChange(() => broadcast({ type: 'ais:ready', keys: readyKeys() }))
+  store.onChange(() => broadcast(readyMessage()))
   cluster.on('online', worker => {
     book.worker(worker.id)
     updateServing()
-    worker.send({ type: 'ais:ready', keys: readyKeys() } satisfies ClusterMessage)
+    worker.send(readyMessage())
     worker.send({ type: 'ais:serving', keys: book.serving(store.keys) } satisfies ClusterMessage)
   })
   cluster.on('message', (worker, message: unknown) => {

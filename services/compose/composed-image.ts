@@ -1,45 +1,12 @@
 import { createHash } from 'node:crypto'
-import { open, stat, type FileHandle } from 'node:fs/promises'
+import { open, stat } from 'node:fs/promises'
 import { Readable, type Writable } from 'node:stream'
+import { FilePool, type OpenFile } from './file-pool.ts'
 import { segmentLength, type Segment } from './segment.ts'
 import { PatchOverlap } from '../errors.ts'
 import { readFully } from '../read-fully.ts'
 
 export const CHUNK = 1 << 20
-
-/** Opens each base file once and shares the handle among every image built on it. */
-export class FilePool {
-  readonly #handles = new Map<string, Promise<FileHandle>>()
-  readonly #contentIds = new Map<string, string>()
-
-  /**
-   * Names a file by its content (a sha256) rather than by where it lies: ETags
-   * of images built on it then match on every replica that has the same bytes.
-   */
-  identify (path: string, contentId: string): void {
-    this.#contentIds.set(path, contentId)
-  }
-
-  contentId (path: string): string | undefined {
-    return this.#contentIds.get(path)
-  }
-
-  get (path: string): Promise<FileHandle> {
-    let handle = this.#handles.get(path)
-    if (handle === undefined) {
-      handle = open(path, 'r')
-      handle.catch(() => this.#handles.delete(path))
-      this.#handles.set(path, handle)
-    }
-    return handle
-  }
-
-  async close (): Promise<void> {
-    const handles = [...this.#handles.values()]
-    this.#handles.clear()
-    await Promise.all(handles.map(async h => { await (await h).close() }))
-  }
-}
 
 interface Placed { start: number, segment: Segment }
 
@@ -196,73 +163,51 @@ export class ComposedImage {
   }
 
   /**
-   * Writes [start, end) to `sink` with backpressure, reading file ranges into
-   * reused buffers (a fresh multi-MiB allocation per chunk costs more than the
-   * copy). Chunks grow while the sink keeps up and shrink when it stalls, so a
-   * fast client gets large reads and a slow one holds little memory. Resolves
-   * when the last byte is handed to the sink; rejects if the sink is destroyed.
+   * Writes [start, end) to `sink` with backpressure. File bytes are slices of
+   * the file's memory map where the pool maps (pages not in the page cache are
+   * faulted in off the event loop first), else reads into reused buffers.
+   * Chunks grow while the sink keeps up and shrink when it stalls. Resolves
+   * once every write has completed; on failure the sink is destroyed and the
+   * promise rejects once the sink has closed, so that nothing it still queues
+   * refers to a file that may be unmapped.
    */
   async writeTo (sink: Writable, start = 0, end = this.size): Promise<void> {
     checkRange(start, end, this.size)
-    // Start large: the shared budget, not the first chunk, is what bounds memory for stalled clients.
-    const state: WriteState = { lent: new Set(), inFlight: 0, settled: undefined }
+    const sending = new Sending(sink, this.pool)
     try {
-      await this.#writePieces(sink, start, end, state)
+      await this.#writePieces(sink, start, end, sending)
+      await sending.completed()
     } catch (err) {
-      // A destroyed sink may never call back its pending writes (real sockets cancel them, other streams
-      // need not): once it has closed, nothing it holds is sent any more, so its buffers go back to the pool.
-      if (state.lent.size > 0 && sink.destroyed) {
-        if (!sink.closed) await new Promise<void>(resolve => { sink.once('close', () => resolve()) })
-        for (const release of [...state.lent]) release()
-      }
+      await sending.abandon(err as Error)
       throw err
+    } finally {
+      sending.releaseFiles()
     }
   }
 
-  async #writePieces (sink: Writable, start: number, end: number, state: WriteState): Promise<void> {
+  async #writePieces (sink: Writable, start: number, end: number, sending: Sending): Promise<void> {
     let chunkSize = START_CHUNK
     for (const piece of this.pieces(start, end)) {
       const length = segmentLength(piece)
+      const file = piece.kind === 'file' ? await sending.file(piece.path) : undefined
       for (let done = 0; done < length;) {
         if (sink.destroyed) throw new Error('sink closed')
         const want = Math.min(chunkSize, length - done)
         let chunk: Buffer
-        let release: ((err?: Error | null) => void) | undefined
-        if (piece.kind === 'file') {
-          // At most two pooled buffers per stream: one being read, one being sent.
-          while (state.inFlight >= 2) await new Promise<void>(resolve => { state.settled = resolve })
-          const buffer = sharedBuffers.take(want)
-          const size = Math.min(want, buffer.length)
-          state.inFlight++
-          let returned = false
-          const give = (): void => {
-            if (returned) return
-            returned = true
-            state.lent.delete(give)
-            sharedBuffers.give(buffer)
-            state.inFlight--
-            const wake = state.settled
-            state.settled = undefined
-            wake?.()
-          }
-          state.lent.add(give)
-          release = give
-          const fh = await this.pool.get(piece.path)
-          let bytesRead: number
-          try {
-            ({ bytesRead } = await fh.read(buffer, 0, size, piece.offset + done))
-          } catch (err) {
-            release()
-            throw err
-          }
-          if (bytesRead === 0) { release(); throw new Error(`${piece.path} ended early`) }
-          chunk = buffer.subarray(0, bytesRead)
-        } else {
+        let callback: (() => void) | undefined
+        if (piece.kind !== 'file') {
           chunk = await readPiece(this.pool, piece, done, want)
+        } else if (file!.region !== undefined) {
+          const at = piece.offset + done
+          if (!file!.region.resident(at, want)) await populate(file!, at, want)
+          chunk = file!.region.bytes.subarray(at, at + want)
+          callback = sending.track()
+        } else {
+          ({ chunk, release: callback } = await sending.readInto(file!, piece.offset + done, want))
         }
         done += chunk.length
-        if (sink.destroyed) { release?.(); throw new Error('sink closed') }
-        if (!sink.write(chunk, release)) {
+        if (sink.destroyed) { callback?.(); throw new Error('sink closed') }
+        if (!sink.write(chunk, callback)) {
           const waitStarted = performance.now()
           await drained(sink)
           // A sink that drains at once can take bigger chunks; one that stalls gets smaller ones.
@@ -272,7 +217,6 @@ export class ComposedImage {
         }
       }
     }
-    while (state.inFlight > 0) await new Promise<void>(resolve => { state.settled = resolve })
   }
 
   /**
@@ -388,12 +332,123 @@ export class SharedBuffers {
 
 const sharedBuffers = new SharedBuffers()
 
-/** One writeTo call: pooled buffers lent to the sink, and who waits for one to come back. */
-interface WriteState {
-  lent: Set<() => void>
-  inFlight: number
-  settled: (() => void) | undefined
+/**
+ * One writeTo call: the files it retained, the writes the sink has not
+ * completed yet, and the pooled buffers those hold (where files are read).
+ */
+class Sending {
+  readonly #sink: Writable
+  readonly #pool: FilePool
+  readonly #files = new Map<string, OpenFile>()
+  readonly #pending = new Set<() => void>()
+  #buffersLent = 0
+  #wake: (() => void) | undefined
+
+  constructor (sink: Writable, pool: FilePool) {
+    this.#sink = sink
+    this.#pool = pool
+  }
+
+  async file (path: string): Promise<OpenFile> {
+    let file = this.#files.get(path)
+    if (file === undefined) {
+      file = await this.#pool.retain(path)
+      this.#files.set(path, file)
+    }
+    return file
+  }
+
+  /** A write's callback: the write is pending until it is called; later calls do nothing. */
+  track (onDone?: () => void): () => void {
+    let called = false
+    const done = (): void => {
+      if (called) return
+      called = true
+      this.#pending.delete(done)
+      onDone?.()
+      const wake = this.#wake
+      this.#wake = undefined
+      wake?.()
+    }
+    this.#pending.add(done)
+    return done
+  }
+
+  async #changed (): Promise<void> {
+    await new Promise<void>(resolve => { this.#wake = resolve })
+  }
+
+  /** Reads file bytes into a pooled buffer; at most two per stream, one being read and one being sent. */
+  async readInto (file: OpenFile, position: number, want: number): Promise<{ chunk: Buffer, release: () => void }> {
+    while (this.#buffersLent >= 2) await this.#changed()
+    const buffer = sharedBuffers.take(want)
+    this.#buffersLent++
+    const release = this.track(() => { sharedBuffers.give(buffer); this.#buffersLent-- })
+    let bytesRead: number
+    try {
+      ({ bytesRead } = await file.handle.read(buffer, 0, Math.min(want, buffer.length), position))
+    } catch (err) {
+      release()
+      throw err
+    }
+    if (bytesRead === 0) { release(); throw new Error(`${file.path} ended early`) }
+    return { chunk: buffer.subarray(0, bytesRead), release }
+  }
+
+  /** Resolves once the sink has completed every write (or closed: then it sends nothing more). */
+  async completed (): Promise<void> {
+    while (this.#pending.size > 0) {
+      if (this.#sink.closed) { this.#forget(); return }
+      await Promise.race([this.#changed(), closed(this.#sink)])
+    }
+  }
+
+  /**
+   * After a failure the sink is destroyed. Once it has closed nothing it holds
+   * is sent any more, so its writes count as done: real sockets cancel them,
+   * other streams need not call back at all.
+   */
+  async abandon (err: Error): Promise<void> {
+    if (this.#pending.size === 0) return
+    if (!this.#sink.destroyed) this.#sink.destroy(err)
+    await closed(this.#sink)
+    this.#forget()
+  }
+
+  #forget (): void {
+    for (const done of [...this.#pending]) done()
+  }
+
+  releaseFiles (): void {
+    for (const file of this.#files.values()) file.release()
+    this.#files.clear()
+  }
 }
+
+function closed (sink: Writable): Promise<void> {
+  if (sink.closed) return Promise.resolve()
+  return new Promise<void>(resolve => { sink.once('close', () => resolve()) })
+}
+
+/**
+ * Faults a range of a mapped file into the page cache on a worker thread, so
+ * that the socket's copy does not block the event loop on disk. Where the
+ * kernel cannot (before Linux 5.14), a read through the thread pool does it.
+ */
+async function populate (file: OpenFile, position: number, length: number): Promise<void> {
+  try {
+    await file.region!.populate(position, length)
+  } catch {
+    for (let done = 0; done < length;) {
+      const { bytesRead } = await file.handle.read(WARM_BUFFER, 0, Math.min(length - done, WARM_BUFFER.length), position + done)
+      if (bytesRead === 0) return
+      done += bytesRead
+    }
+  }
+}
+
+/** Where warming reads land: nobody reads it back, so concurrent reads may share it. */
+const WARM_BUFFER = Buffer.allocUnsafeSlow(1 << 20)
 
 /** This process's share of the read-buffer budget (a worker gets LARGE_BUFFER_BUDGET / WORKERS). */
 export function setReadBufferBudget (bytes: number): void {
@@ -444,7 +499,12 @@ async function readPiece (pool: FilePool, piece: Segment, from: number, length: 
     // At most one shared chunk of zeros: the caller asks again for the rest.
     case 'zero': return ZEROS.subarray(0, Math.min(length, ZEROS.length))
     case 'file': {
-      return await readFully(await pool.get(piece.path), length, piece.offset + from, () => new Error(`${piece.path} ended early`))
+      const file = await pool.retain(piece.path)
+      try {
+        return await readFully(file.handle, length, piece.offset + from, () => new Error(`${piece.path} ended early`))
+      } finally {
+        file.release()
+      }
     }
   }
 }

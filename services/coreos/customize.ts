@@ -1,4 +1,5 @@
-import { ComposedImage, type FilePool } from '../compose/composed-image.ts'
+import { ComposedImage } from '../compose/composed-image.ts'
+import type { FilePool } from '../compose/file-pool.ts'
 import { EmbedAreaTooSmall, KargsUnsupported, NoIgnitionArea, NoRamdiskArea } from '../errors.ts'
 import type { IsoImage } from '../iso9660/reader.ts'
 import { findEmbedAreas, renderKargs, type EmbedArea, type EmbedAreas, type IsoView } from './embed-areas.ts'

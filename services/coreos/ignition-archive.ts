@@ -1,4 +1,5 @@
-import { gzipSync } from 'node:zlib'
+import { promisify } from 'node:util'
+import { gzip, gzipSync } from 'node:zlib'
 import { MODE, alignTo4, withParentDirectories, writeNewc, type CpioMember } from '../cpio/newc.ts'
 
 /**
@@ -17,6 +18,16 @@ export function ignitionArchive (config: Buffer, extras: readonly CpioMember[] =
 /** A gzip newc archive of files (with their parent directories), e.g. `usr/bin/nmstatectl`. */
 export function filesArchive (members: readonly CpioMember[]): Buffer {
   return padTo4(gzipSync(writeNewc(withParentDirectories(members)), { level: 9 }))
+}
+
+const gzipInPool = promisify(gzip)
+
+/**
+ * filesArchive compressed on libuv's thread pool, byte for byte the same: level 9
+ * over a multi-megabyte binary (nmstatectl) holds a thread for most of a second.
+ */
+export async function filesArchiveOffLoop (members: readonly CpioMember[]): Promise<Buffer> {
+  return padTo4(await gzipInPool(writeNewc(withParentDirectories(members)), { level: 9 }))
 }
 
 export function padTo4 (data: Buffer): Buffer {

@@ -1,4 +1,5 @@
-import { ComposedImage, type FilePool } from '../compose/composed-image.ts'
+import { ComposedImage } from '../compose/composed-image.ts'
+import type { FilePool } from '../compose/file-pool.ts'
 import { SECTOR } from '../iso9660/bytes.ts'
 import type { IsoImage } from '../iso9660/reader.ts'
 import { findNode, optionsFromImage, putNode, removeNode, treeFromImage } from '../iso9660/remaster.ts'

@@ -2,18 +2,18 @@ import { createHash, randomBytes } from 'node:crypto'
 import { open, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { FilePool } from '../compose/composed-image.ts'
+import { FilePool } from '../compose/file-pool.ts'
+import type { MemoryMapper } from '../compose/memory-map.ts'
 import { fileTemplate, type IsoKind, type IsoTemplate } from '../coreos/customize.ts'
-import { filesArchive } from '../coreos/ignition-archive.ts'
 import { buildMinimalTemplate } from '../coreos/minimal-template.ts'
 import { findBootArtifacts, rangeImage, type BootArtifacts } from '../coreos/pxe.ts'
 import { decDateTime } from '../iso9660/dates.ts'
 import { IsoImage } from '../iso9660/reader.ts'
 import type { ConcurrencyLimiter } from '../limiter.ts'
 import { download } from './download.ts'
-import type { PreparedImage, StoreConfig, StoreLog, StoreMetrics, StoreTiming } from './image-store.ts'
-import { extractNmstatectl } from './nmstate.ts'
-import { contentIdFileName, isoFileName, needsNmstate, nmstatectlFileName, type OsImageEntry } from './os-image-entry.ts'
+import type { PreparedImage, StoreConfig, StoreFollower, StoreLog, StoreMetrics, StoreTiming } from './image-store.ts'
+import { extractNmstatectl, isNmstateArchiveOf, nmstateArchive } from './nmstate.ts'
+import { contentIdFileName, isoFileName, needsNmstate, nmstateArchiveFileName, nmstatectlFileName, type OsImageEntry } from './os-image-entry.ts'
 import { validateIso } from './validate.ts'
 
 export interface PreparerOptions {
@@ -23,10 +23,12 @@ export interface PreparerOptions {
   timing: StoreTiming
   /** Limits downloads running at once. */
   downloads: ConcurrencyLimiter
-  /** Another process (the cluster's primary) downloads; this one only opens what is in DATA_DIR. */
-  follower: boolean
+  /** Another process (the cluster's primary) downloads and extracts; this one only opens what is in DATA_DIR. */
+  follower?: Pick<StoreFollower, 'nmstateError'>
   /** Aborts downloads when the store closes. */
   signal: AbortSignal
+  /** Maps the ISOs that responses stream from; unset: they are read. */
+  mapper?: MemoryMapper
 }
 
 /**
@@ -41,8 +43,9 @@ export class ImagePreparer {
   readonly #metrics: Pick<StoreMetrics, 'downloadedBytes'> | undefined
   readonly #timing: StoreTiming
   readonly #downloads: ConcurrencyLimiter
-  readonly #follower: boolean
+  readonly #follower: Pick<StoreFollower, 'nmstateError'> | undefined
   readonly #signal: AbortSignal
+  readonly #mapper: MemoryMapper | undefined
 
   constructor (options: PreparerOptions) {
     this.#config = options.config
@@ -52,6 +55,7 @@ export class ImagePreparer {
     this.#downloads = options.downloads
     this.#follower = options.follower
     this.#signal = options.signal
+    this.#mapper = options.mapper
   }
 
   isoPath (entry: OsImageEntry): string {
@@ -63,16 +67,21 @@ export class ImagePreparer {
   async prepare (group: OsImageEntry, key: string): Promise<PreparedImage> {
     const path = this.isoPath(group)
     const isFileUrl = new URL(group.url).protocol === 'file:'
-    let iso = await this.#openValid(path, key, !isFileUrl && !this.#follower)
+    let iso = await this.#openValid(path, key, !isFileUrl && this.#follower === undefined)
     if (iso === undefined) {
       if (isFileUrl) throw new Error(`${path} is missing`)
-      if (this.#follower) throw new Error(`${path} is missing; the primary process downloads it`)
+      if (this.#follower !== undefined) throw new Error(`${path} is missing; the primary process downloads it`)
       await this.#download(group, key, path)
       iso = await this.#openValid(path, key, false)
       if (iso === undefined) throw new Error('downloaded file vanished')
     }
-    const pool = new FilePool()
+    const pool = new FilePool({
+      ...(this.#mapper !== undefined ? { mapper: this.#mapper } : {}),
+      onMapFailure: (file, err) => this.#log.warn({ image: key, file, error: err.message }, 'cannot map the OS image; reading it instead')
+    })
     try {
+      // The file the layout was read from, not whatever lies at the path by the time a request comes.
+      await pool.openExpected(path, iso.identity)
       // Content, not location, names the ISO: every replica then gives the same ETags.
       pool.identify(path, await this.#contentId(group, key, iso))
       const artifacts = await findBootArtifacts(iso)
@@ -209,39 +218,83 @@ export class ImagePreparer {
   }
 
   /**
-   * nmstatectl for an entry that needs it, from the DATA_DIR cache or the ISO's
-   * rootfs. A failure does not fail the image: everything else of it serves,
-   * and requests that need nmstate get the reason (logged here once).
+   * The nmstatectl archive for an entry that needs it. A failure does not fail
+   * the image: everything else of it serves, and requests that need nmstate
+   * get the reason (logged once, by the process that extracts).
    */
   async #nmstate (group: OsImageEntry, key: string, artifacts: BootArtifacts): Promise<{ nmstate?: Buffer, nmstateError?: string }> {
+    const found = this.#follower === undefined ? await this.#nmstatectl(group, key, artifacts) : await this.#leadersNmstatectl(group, key)
+    if (found.binary === undefined) return { nmstateError: found.error }
+    return { nmstate: await this.#archive(group, key, found.binary) }
+  }
+
+  /** nmstatectl from the DATA_DIR cache, else extracted from the ISO's rootfs and cached. */
+  async #nmstatectl (group: OsImageEntry, key: string, artifacts: BootArtifacts): Promise<{ binary: Buffer, error?: never } | { binary?: never, error: string }> {
     const cache = join(this.#config.dataDir, nmstatectlFileName(group))
-    let binary: Buffer | undefined = await readFile(cache).catch(() => undefined)
-    if (binary !== undefined && !isElf(binary)) {
-      this.#log.warn({ image: key, file: cache }, 'the cached nmstatectl is not an ELF binary; extracting it again')
-      binary = undefined
+    const binary = await readFile(cache).catch(() => undefined)
+    if (binary !== undefined && isElf(binary)) return { binary }
+    if (binary !== undefined) this.#log.warn({ image: key, file: cache }, 'the cached nmstatectl is not an ELF binary; extracting it again')
+    try {
+      if (artifacts.rootfs === undefined) throw new Error('the ISO has no images/pxeboot/rootfs.img')
+      const started = performance.now()
+      const extracted = await extractNmstatectl(artifacts.rootfs)
+      await writeAtomically(cache, extracted)
+      this.#log.info({ image: key, bytes: extracted.length, ms: Math.round(performance.now() - started) }, 'nmstatectl extracted from the live rootfs')
+      return { binary: extracted }
+    } catch (err) {
+      const reason = (err as Error).message
+      this.#log.error({ image: key, error: reason }, 'nmstatectl not found: minimal ISOs and PXE initrds with static networking will fail for this image')
+      return { error: reason }
     }
-    if (binary === undefined) {
-      try {
-        if (artifacts.rootfs === undefined) throw new Error('the ISO has no images/pxeboot/rootfs.img')
-        const started = performance.now()
-        const extracted = await extractNmstatectl(artifacts.rootfs)
-        const temp = `${cache}.${randomBytes(4).toString('hex')}.part`
-        await writeFile(temp, extracted, { mode: 0o644 })
-        await rename(temp, cache)
-        binary = extracted
-        this.#log.info({ image: key, bytes: extracted.length, ms: Math.round(performance.now() - started) }, 'nmstatectl extracted from the live rootfs')
-      } catch (err) {
-        const reason = (err as Error).message
-        this.#log.error({ image: key, error: reason }, 'nmstatectl not found: minimal ISOs and PXE initrds with static networking will fail for this image')
-        return { nmstateError: reason }
-      }
+  }
+
+  /**
+   * In a worker: the binary the primary cached before it said the image is
+   * ready. Searching a rootfs is CPU work no serving process should do, so a
+   * missing one stays missing, for the primary's reason.
+   */
+  async #leadersNmstatectl (group: OsImageEntry, key: string): Promise<{ binary: Buffer, error?: never } | { binary?: never, error: string }> {
+    const binary = await readFile(join(this.#config.dataDir, nmstatectlFileName(group))).catch(() => undefined)
+    if (binary !== undefined && isElf(binary)) return { binary }
+    const leaders = this.#follower?.nmstateError(key)
+    if (leaders !== undefined) return { error: leaders }
+    this.#log.warn({ image: key, file: nmstatectlFileName(group) }, 'the primary process left no nmstatectl in DATA_DIR')
+    return { error: 'the primary process left no nmstatectl in DATA_DIR' }
+  }
+
+  /**
+   * The gzip cpio of the binary, from DATA_DIR when it holds exactly that
+   * binary; else compressed on the thread pool (never on a serving event
+   * loop) and, by the primary, saved there for the workers.
+   */
+  async #archive (group: OsImageEntry, key: string, binary: Buffer): Promise<Buffer> {
+    const cache = join(this.#config.dataDir, nmstateArchiveFileName(group))
+    const cached = await readFile(cache).catch(() => undefined)
+    if (cached !== undefined && await isNmstateArchiveOf(cached, binary)) return cached
+    const started = performance.now()
+    const archive = await nmstateArchive(binary)
+    this.#log.info({ image: key, bytes: archive.length, ms: Math.round(performance.now() - started) }, 'nmstatectl archive compressed')
+    if (this.#follower === undefined) {
+      // Without it the workers compress their own, off their event loops too.
+      await writeAtomically(cache, archive).catch((err: unknown) => this.#log.warn({ image: key, file: cache, error: (err as Error).message }, 'cannot cache the nmstatectl archive'))
     }
-    return { nmstate: filesArchive([{ name: 'usr/bin/nmstatectl', mode: 0o100755, data: binary }]) }
+    return archive
   }
 }
 
 function isElf (data: Buffer): boolean {
   return data.length > 4 && data.readUInt32BE(0) === 0x7f454c46
+}
+
+async function writeAtomically (path: string, data: Buffer): Promise<void> {
+  const temp = `${path}.${randomBytes(4).toString('hex')}.part`
+  try {
+    await writeFile(temp, data, { mode: 0o644 })
+    await rename(temp, path)
+  } catch (err) {
+    await unlink(temp).catch(() => {})
+    throw err
+  }
 }
 
 async function syncDirectory (dir: string): Promise<void> {

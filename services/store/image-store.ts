@@ -1,14 +1,16 @@
 import { mkdir, readdir, rm, stat, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
-import type { ComposedImage, FilePool } from '../compose/composed-image.ts'
+import type { ComposedImage } from '../compose/composed-image.ts'
+import type { FilePool } from '../compose/file-pool.ts'
 import type { IsoKind, IsoTemplate } from '../coreos/customize.ts'
+import type { MemoryMapper } from '../compose/memory-map.ts'
 import type { BootArtifacts } from '../coreos/pxe.ts'
 import type { IsoImage } from '../iso9660/reader.ts'
 import { ConcurrencyLimiter } from '../limiter.ts'
 import { sleep, type DownloadLog } from './download.ts'
 import { ImagePreparer } from './image-preparer.ts'
 import {
-  contentIdFileName, deduplicateEntries, entryKey, findEntry, isoFileName, nmstatectlFileName, type OsImageEntry, type OsImageType
+  contentIdFileName, deduplicateEntries, entryKey, findEntry, isoFileName, nmstateArchiveFileName, nmstatectlFileName, type OsImageEntry, type OsImageType
 } from './os-image-entry.ts'
 
 export interface StoreConfig {
@@ -40,6 +42,14 @@ export interface StoreTiming {
   retryBaseMs: number
   retryMaxMs: number
   progressIntervalMs: number
+  /** How often a ready image's file is checked for a replacement (a new file renamed over it). */
+  identityCheckMs: number
+  /**
+   * How long a replaced image stays open for requests that took it before the
+   * swap (they may still be waiting on assisted-service); its files close after
+   * that and after the last response streaming from them.
+   */
+  retiredLingerMs: number
 }
 
 const DEFAULT_TIMING: StoreTiming = {
@@ -48,7 +58,9 @@ const DEFAULT_TIMING: StoreTiming = {
   downloadBackoffMs: 1000,
   retryBaseMs: 5000,
   retryMaxMs: 5 * 60_000,
-  progressIntervalMs: 5000
+  progressIntervalMs: 5000,
+  identityCheckMs: 10_000,
+  retiredLingerMs: 90_000
 }
 
 /** One OS image, downloaded, validated and prepared: what the routes serve from. */
@@ -79,6 +91,8 @@ export interface StoreFollower {
   ready (key: string): Promise<void>
   /** Tells the leader whether this process can serve an image now. */
   reportPrepared (key: string, ready: boolean): void
+  /** Why the leader has no nmstatectl for a ready image (this process never extracts it). */
+  nmstateError (key: string): string | undefined
   /** Calls `listener` with the images every process can serve, whenever that changes. */
   onServing (listener: (keys: ReadonlySet<string>) => void): void
 }
@@ -105,8 +119,20 @@ export class ImageStore {
   readonly #preparer: ImagePreparer
   #tasks: Array<Promise<void>> = []
   #closed = false
+  #identityTimer: NodeJS.Timeout | undefined
+  #checking: Promise<void> | undefined
+  /** Replaced images, until their linger ends. */
+  readonly #retired = new Map<NodeJS.Timeout, PreparedImage>()
 
-  constructor (options: { config: StoreConfig, log: StoreLog, metrics?: StoreMetrics, timing?: Partial<StoreTiming>, follower?: StoreFollower }) {
+  constructor (options: {
+    config: StoreConfig
+    log: StoreLog
+    metrics?: StoreMetrics
+    timing?: Partial<StoreTiming>
+    follower?: StoreFollower
+    /** Maps the image files responses stream from; unset: they are read. */
+    mapper?: MemoryMapper
+  }) {
     this.#follower = options.follower
     this.#config = options.config
     this.#log = options.log
@@ -118,7 +144,7 @@ export class ImageStore {
       ...(this.#metrics !== undefined ? { metrics: this.#metrics } : {}),
       timing: this.#timing,
       downloads: new ConcurrencyLimiter(this.#timing.parallelDownloads, 0),
-      follower: this.#follower !== undefined,
+      ...(this.#follower !== undefined ? { follower: this.#follower } : {}),
       signal: this.#abort.signal
     })
     this.entries = options.config.osImages
@@ -147,6 +173,8 @@ export class ImageStore {
 
   /** Cleans DATA_DIR, then prepares every image in the background. */
   async start (): Promise<void> {
+    this.#identityTimer = setInterval(() => { void this.checkReplaced() }, this.#timing.identityCheckMs)
+    this.#identityTimer.unref()
     await mkdir(this.#config.dataDir, { recursive: true })
     if (this.#follower !== undefined) {
       // DATA_DIR belongs to the leader: nothing is cleaned or downloaded here.
@@ -167,17 +195,59 @@ export class ImageStore {
     }
   }
 
+  /**
+   * Closes every image. Files that responses still stream from close after the
+   * last of them; this resolves once every file is closed.
+   */
   async close (): Promise<void> {
     this.#closed = true
+    clearInterval(this.#identityTimer)
     this.#abort.abort(new Error('image store closing'))
     await Promise.allSettled(this.#tasks)
-    for (const state of this.#states.values()) {
-      if (state.status === 'ready') {
-        await state.image.iso.close()
-        await state.image.pool.close()
+    await this.#checking
+    const closing = [...this.#retired].map(([timer, image]) => { clearTimeout(timer); return closeImage(image) })
+    this.#retired.clear()
+    for (const state of this.#states.values()) if (state.status === 'ready') closing.push(closeImage(state.image))
+    await Promise.all(closing)
+  }
+
+  /**
+   * Swaps in any ready image whose file was replaced (another file renamed
+   * over it, by an operator or a replica sharing DATA_DIR). The old image keeps
+   * serving until the new one is ready, and its files stay open and mapped for
+   * the responses still streaming from them. A file that vanished, or whose
+   * replacement does not prepare, leaves the old image serving.
+   */
+  checkReplaced (): Promise<void> {
+    this.#checking ??= this.#swapReplaced().finally(() => { this.#checking = undefined })
+    return this.#checking
+  }
+
+  async #swapReplaced (): Promise<void> {
+    for (const [key, state] of this.#states) {
+      if (this.#closed || state.status !== 'ready') continue
+      const { identity } = state.image.iso
+      const now = await stat(identity.path).catch(() => undefined)
+      if (now === undefined || (now.ino === identity.ino && now.dev === identity.dev && now.size === identity.size && now.mtimeMs === identity.mtimeMs)) continue
+      if (this.#failedReplacements.get(key) === `${now.ino}:${now.size}:${now.mtimeMs}`) continue
+      this.#log.info({ image: key }, 'OS image file replaced; preparing the new one')
+      let image: PreparedImage
+      try {
+        image = await this.#preparer.prepare(state.image.entry, key)
+      } catch (err) {
+        this.#failedReplacements.set(key, `${now.ino}:${now.size}:${now.mtimeMs}`)
+        this.#log.error({ image: key, error: (err as Error).message }, 'the replaced OS image file cannot be served; serving the previous one')
+        continue
       }
+      if (this.#closed || this.#states.get(key) !== state) { await closeImage(image); continue }
+      this.#failedReplacements.delete(key)
+      this.#states.set(key, { status: 'ready', image })
+      this.#retire(state.image)
+      this.#log.info({ image: key }, 'OS image replaced')
     }
   }
+
+  readonly #failedReplacements = new Map<string, string>()
 
   #setState (key: string, state: State): void {
     const wasReady = this.#states.get(key)?.status === 'ready'
@@ -217,7 +287,7 @@ export class ImageStore {
     for (let failures = 0; !this.#closed; failures++) {
       try {
         const image = await this.#preparer.prepare(group, key)
-        if (this.#closed) { await image.iso.close(); await image.pool.close(); return }
+        if (this.#closed) { await closeImage(image); return }
         this.#setState(key, { status: 'ready', image })
         this.#log.info({ image: key }, 'OS image ready')
         return
@@ -232,5 +302,15 @@ export class ImageStore {
       }
     }
   }
+
+  #retire (image: PreparedImage): void {
+    const timer = setTimeout(() => { this.#retired.delete(timer); void closeImage(image) }, this.#timing.retiredLingerMs)
+    timer.unref()
+    this.#retired.set(timer, image)
+  }
 }
 
+async function closeImage (image: PreparedImage): Promise<void> {
+  await image.iso.close()
+  await image.pool.close()
+}

@@ -162,6 +162,11 @@ export function nmstatectlFileName (entry: Pick<OsImageEntry, 'version' | 'cpuAr
   return `nmstatectl-${entry.version}-${entry.cpuArchitecture}`
 }
 
+/** The gzip cpio of nmstatectl that initrds and minimal ISOs carry, compressed once by the primary for every worker. */
+export function nmstateArchiveFileName (entry: Pick<OsImageEntry, 'version' | 'cpuArchitecture'>): string {
+  return `${nmstatectlFileName(entry)}.cpio.gz`
+}
+
 /** The first OpenShift version whose static networking needs nmstatectl in the initrd. */
 export const NMSTATE_MIN_OPENSHIFT = '4.18.0-ec.0'
 

@@ -2,7 +2,7 @@
 // customizations boot for real, BIOS through isolinux and UEFI through OVMF + GRUB.
 import t from 'tap'
 import { createHash } from 'node:crypto'
-import { FilePool } from '../../services/compose/composed-image.ts'
+import { FilePool } from '../../services/compose/file-pool.ts'
 import { customize, fileTemplate } from '../../services/coreos/customize.ts'
 import { filesArchive } from '../../services/coreos/ignition-archive.ts'
 import { buildMinimalTemplate } from '../../services/coreos/minimal-template.ts'

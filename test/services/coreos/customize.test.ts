@@ -1,7 +1,7 @@
 import t from 'tap'
 import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { FilePool } from '../../../services/compose/composed-image.ts'
+import { FilePool } from '../../../services/compose/file-pool.ts'
 import { customize, fileTemplate } from '../../../services/coreos/customize.ts'
 import { IsoImage } from '../../../services/iso9660/reader.ts'
 import { initrdFiles } from '../../fixtures/initrd-reader.ts'

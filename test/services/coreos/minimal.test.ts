@@ -1,5 +1,5 @@
 import t from 'tap'
-import { FilePool } from '../../../services/compose/composed-image.ts'
+import { FilePool } from '../../../services/compose/file-pool.ts'
 import { customize } from '../../../services/coreos/customize.ts'
 import { buildMinimalTemplate, editBootConfig } from '../../../services/coreos/minimal-template.ts'
 import { filesArchive } from '../../../services/coreos/ignition-archive.ts'

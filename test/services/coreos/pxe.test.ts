@@ -1,5 +1,5 @@
 import t from 'tap'
-import { FilePool } from '../../../services/compose/composed-image.ts'
+import { FilePool } from '../../../services/compose/file-pool.ts'
 import { findBootArtifacts, initrdAddrsize, pxeInitrd, rangeImage } from '../../../services/coreos/pxe.ts'
 import { filesArchive } from '../../../services/coreos/ignition-archive.ts'
 import { IsoImage } from '../../../services/iso9660/reader.ts'
