@@ -148,6 +148,12 @@ export class FilePool {
     return new OpenFile(path, handle, size, region)
   }
 
+  /** Responses holding a file of this pool right now. */
+  async users (): Promise<number> {
+    const files = await Promise.all([...this.#files.values()].map(f => f.catch(() => undefined)))
+    return files.reduce((n, f) => n + (f?.users ?? 0), 0)
+  }
+
   /** Stops handing out files; resolves once each is closed (after the responses still using it). */
   async close (): Promise<void> {
     this.#closed = true

@@ -145,7 +145,8 @@ export class ImageStore {
       timing: this.#timing,
       downloads: new ConcurrencyLimiter(this.#timing.parallelDownloads, 0),
       ...(this.#follower !== undefined ? { follower: this.#follower } : {}),
-      signal: this.#abort.signal
+      signal: this.#abort.signal,
+      ...(options.mapper !== undefined ? { mapper: options.mapper } : {})
     })
     this.entries = options.config.osImages
     this.groups = deduplicateEntries(this.entries)
