@@ -1,0 +1,79 @@
+import t from 'tap'
+import { randomBytes } from 'node:crypto'
+import { fsyncSync, openSync, readFileSync, writeFileSync } from 'node:fs'
+import { Writable } from 'node:stream'
+import koffi from 'koffi'
+import { ComposedImage } from '../../services/compose/composed-image.ts'
+import { FilePool, openFileCount } from '../../services/compose/file-pool.ts'
+import { loadMemoryMapper } from '../../services/compose/memory-map.ts'
+
+const mapper = await loadMemoryMapper()
+const POSIX_FADV_DONTNEED = 4
+const fadvise = koffi.load('libc.so.6').func('int posix_fadvise(int fd, int64_t offset, int64_t len, int advice)') as (fd: number, offset: number, length: number, advice: number) => number
+
+const mapped = (path: string): number => readFileSync('/proc/self/maps', 'utf8').split('\n').filter(l => l.endsWith(` ${path}`)).length
+
+function collector (): { sink: Writable, bytes: () => Buffer } {
+  const chunks: Buffer[] = []
+  // Copies each chunk: a slice of a mapping is only valid while the file is held.
+  const sink = new Writable({ write (chunk: Buffer, _e, done) { chunks.push(Buffer.from(chunk)); setImmediate(done) } })
+  return { sink, bytes: () => Buffer.concat(chunks) }
+}
+
+t.test('a mapped file outlives its closed pool until the last user releases it', async t => {
+  const path = `${t.testdir()}/base.bin`
+  writeFileSync(path, randomBytes(1 << 20))
+  const files = openFileCount()
+  const pool = new FilePool({ mapper })
+  const file = await pool.retain(path)
+  t.equal(mapped(path), 1, 'mapped once')
+  t.equal((await pool.retain(path)).users, 2, 'a second user shares the mapping')
+  file.release()
+  let closed = false
+  const closing = pool.close().then(() => { closed = true })
+  await new Promise(resolve => setTimeout(resolve, 50))
+  t.notOk(closed, 'close waits for the user')
+  t.equal(mapped(path), 1, 'still mapped while used')
+  t.equal(file.region!.bytes[0], readFileSync(path)[0], 'and readable')
+  await t.rejects(pool.retain(path), /file pool closed/, 'a closed pool hands out nothing')
+  file.release()
+  await closing
+  t.equal(mapped(path), 0, 'unmapped after the last release')
+  t.equal(openFileCount(), files, 'and closed')
+})
+
+t.test('pages dropped from the page cache are faulted in off the event loop, and the bytes are right', async t => {
+  const path = `${t.testdir()}/cold.bin`
+  const content = randomBytes(24 << 20)
+  writeFileSync(path, content)
+  const fd = openSync(path, 'r')
+  const pool = new FilePool({ mapper })
+  t.teardown(() => pool.close())
+  const image = await ComposedImage.fromSegments([{ kind: 'buffer', data: Buffer.from('head') }, { kind: 'file', path, offset: 4096, length: content.length - 4096 }], pool)
+  const file = await pool.retain(path)
+  fsyncSync(fd) // dirty pages are not dropped
+  t.equal(fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0)
+  t.notOk(file.region!.resident(4096, 1 << 20), 'cold after POSIX_FADV_DONTNEED')
+  const { sink, bytes } = collector()
+  await image.writeTo(sink)
+  t.ok(bytes().equals(Buffer.concat([Buffer.from('head'), content.subarray(4096)])), 'every byte as on disk')
+  t.ok(file.region!.resident(4096, content.length - 4096), 'resident after the stream')
+  file.release()
+  t.equal(await pool.users(), 0, 'the stream released the file')
+})
+
+t.test('a sink destroyed mid-stream releases the mapped file once it has closed', async t => {
+  const path = `${t.testdir()}/big.bin`
+  writeFileSync(path, randomBytes(16 << 20))
+  const pool = new FilePool({ mapper })
+  const image = await ComposedImage.fromSegments([{ kind: 'file', path, offset: 0, length: 16 << 20 }], pool)
+  const stalled = new Writable({ highWaterMark: 1 << 20, write (_chunk, _encoding, _callback) { /* never completes */ } })
+  const writing = image.writeTo(stalled)
+  await new Promise(resolve => setTimeout(resolve, 50))
+  t.equal(await pool.users(), 1, 'held while the stream runs')
+  stalled.destroy()
+  await t.rejects(writing, /sink closed|destroyed/)
+  t.equal(await pool.users(), 0, 'released')
+  await pool.close()
+  t.equal(mapped(path), 0, 'and unmapped when the pool closes')
+})
