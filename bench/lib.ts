@@ -79,12 +79,33 @@ export function startProcess (command: string, args: string[], env: Record<strin
 export async function curlThroughput (url: string, clients: number): Promise<number> {
   const started = performance.now()
   const sizes = await Promise.all(Array.from({ length: clients }, () => new Promise<number>((resolve, reject) => {
-    const child = spawn('curl', ['-s', '-o', '/dev/null', '-w', '%{size_download}', url])
+    // -k: the HTTPS runs use a self-signed certificate made for the run.
+    const child = spawn('curl', ['-s', '-k', '-o', '/dev/null', '-w', '%{size_download}', url])
     let out = ''
     child.stdout.on('data', (d: Buffer) => { out += d.toString() })
     child.on('close', code => code === 0 ? resolve(Number(out)) : reject(new Error(`curl exited ${code}`)))
   })))
   return sizes.reduce((a, b) => a + b, 0) / ((performance.now() - started) / 1000)
+}
+
+/** Random Range requests with wrk: the rate, the 99th percentile latency and the errors it saw. */
+export async function rangeLoad (url: string, size: number, connections: number, seconds: number, rangeBytes = 262144): Promise<{ rate: number, p99Ms: number, errors: string } | undefined> {
+  if (!has('wrk')) return undefined
+  const script = `${CACHE}range-${rangeBytes}.lua`
+  const { writeFileSync } = await import('node:fs')
+  writeFileSync(script, `math.randomseed(42)\nrequest = function()\n  local s = math.random(0, ${size - rangeBytes})\n  return wrk.format("GET", nil, { Range = "bytes=" .. s .. "-" .. (s + ${rangeBytes - 1}) })\nend\n`)
+  const stdout = await new Promise<string>(resolve => {
+    const child = spawn('wrk', ['-t', '2', '-c', String(connections), '-d', `${seconds}s`, '--latency', '-s', script, url])
+    let out = ''
+    child.stdout.on('data', (d: Buffer) => { out += d.toString() })
+    child.on('close', () => resolve(out))
+  })
+  const rate = /Requests\/sec:\s+([\d.]+)/.exec(stdout)
+  const p99 = /^\s+99%\s+([\d.]+)(us|ms|s)$/m.exec(stdout)
+  if (rate === null || p99 === null) return undefined
+  const unit = { us: 0.001, ms: 1, s: 1000 }[p99[2] as 'us' | 'ms' | 's']
+  const errors = stdout.split('\n').filter(l => /Non-2xx|Socket errors/.test(l)).join('; ').trim()
+  return { rate: Number(rate[1]), p99Ms: Number(p99[1]) * unit, errors: errors === '' ? '0 errors' : errors }
 }
 
 /** Random Range requests of `rangeBytes` (256 KiB by default) over `connections` keep-alive connections for `seconds`. */

@@ -1,4 +1,4 @@
-// Benchmarks, on demand: `npm run bench [-- section...]`. Sections: nmstate, iso, compose, minimal, service.
+// Benchmarks, on demand: `npm run bench [-- section...]`. Sections: nmstate, iso, compose, minimal, service, serving.
 // Every number is printed next to an anchor measured in the same run on the same machine.
 import { spawnSync, type ChildProcess } from 'node:child_process'
 import { createReadStream, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
@@ -15,6 +15,7 @@ import { IsoImage } from '../services/iso9660/reader.ts'
 import { optionsFromImage, treeFromImage } from '../services/iso9660/remaster.ts'
 import { planIso } from '../services/iso9660/writer.ts'
 import { benchNmstate } from './nmstate.ts'
+import { benchServing } from './serving.ts'
 import { warmCompileCache } from '../deploy/warm-compile-cache.ts'
 import { benchIso, CACHE, curlThroughput, freePort, has, line, rangeRate, ratio, ROOT, startProcess, waitFor } from './lib.ts'
 
@@ -257,3 +258,5 @@ if (want('service')) {
   await image.close()
   process.stdout.write('\n')
 }
+
+if (want('serving')) await benchServing(isoPath, isoSize)
