@@ -125,12 +125,12 @@ export async function benchServing (isoPath: string, isoSize: number): Promise<v
   for (const [name, target, connections, bytes] of [['random 64 KiB ranges, 8 conns', '1.6x', 8, 65536], ['random 256 KiB ranges, 16 conns', '1.5x', 16, 262144]] as const) {
     const theirs = await rangeLoad(goPlain, isoSize, connections, 5, bytes)
     const ours = await rangeLoad(plain.url, isoSize, connections, 5, bytes)
-    line(`${name} (target >= ${target})`, `${ours!.rate.toFixed(0)} vs ${theirs!.rate.toFixed(0)} req/s ${ratio(ours!.rate, theirs!.rate)}`)
+    line(`${name} (target >= ${target})`, ours === undefined || theirs === undefined ? 'no wrk summary' : `${ours.rate.toFixed(0)} vs ${theirs.rate.toFixed(0)} req/s ${ratio(ours.rate, theirs.rate)}`)
   }
   const rackGo = await rangeLoad(goPlain, isoSize, 150, 8)
   const rackOurs = await rangeLoad(plain.url, isoSize, 150, 8)
-  line('a rack: 150 conns of random 256 KiB ranges, p99 (target <= goserve, 0 errors)',
-    `${rackOurs!.p99Ms.toFixed(0)} ms (${rackOurs!.rate.toFixed(0)} req/s, ${rackOurs!.errors}) vs ${rackGo!.p99Ms.toFixed(0)} ms (${rackGo!.rate.toFixed(0)} req/s, ${rackGo!.errors})`)
+  const rack = (r: typeof rackGo): string => r === undefined ? 'no wrk summary' : `${r.p99Ms.toFixed(0)} ms (${r.rate.toFixed(0)} req/s, ${r.errors})`
+  line('a rack: 150 conns of random 256 KiB ranges, p99 (target <= goserve, 0 errors)', `${rack(rackOurs)} vs ${rack(rackGo)}`)
   await new Promise(resolve => setTimeout(resolve, 2000))
   line('private memory after load, idle, all processes (target RssAnon < 160 MiB)', memory(plain.child.pid!))
 

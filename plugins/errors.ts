@@ -35,6 +35,8 @@ const BAD_REQUEST: Answer = { status: 400 }
 const NOT_FOUND: Answer = { status: 404 }
 const SERVER_ERROR: Answer = { status: 500 }
 const BAD_GATEWAY: Answer = { status: 502 }
+/** nginx's "client closed request": nobody reads it, but the request line and metrics say what happened. */
+const CLIENT_CLOSED_REQUEST = 499
 
 /** The HTTP answer to each code of services/errors.ts. */
 const ANSWERS: ReadonlyMap<string, Answer> = new Map([
@@ -53,6 +55,7 @@ const ANSWERS: ReadonlyMap<string, Answer> = new Map([
   ['IMG_NOT_READY', { status: 503, retryAfter: () => IMAGE_RETRY_AFTER_SECONDS }],
   ['QUEUE_TIMEOUT', { status: 503, retryAfter: config => Math.max(1, config.requestQueueTimeoutSeconds) }],
   ['SHORT_LINK_STORE_UNAVAILABLE', { status: 503, retryAfter: () => LINK_STORE_RETRY_AFTER_SECONDS }],
+  ['CLIENT_GONE', { status: CLIENT_CLOSED_REQUEST }],
   ['UPSTREAM_TIMEOUT', { status: 504 }],
   ['UPSTREAM_UNREACHABLE', BAD_GATEWAY],
   ['UPSTREAM_TOO_LARGE', BAD_GATEWAY],
@@ -80,6 +83,8 @@ export default fp(async function errorsPlugin (fastify) {
     if (error instanceof DomainError) {
       const { status, headers } = answerFor(error, fastify.config)
       if (status >= 500) request.log.error({ code: error.code, reason: error.message }, 'request failed')
+      // A client that leaves (while queued, or while assisted-service answers) is ordinary: a BMC or a PXE loader retrying.
+      if (error.code === 'CLIENT_GONE') request.log.info({ code: error.code }, 'client disconnected before the response')
       return reply.code(status).headers(headers).send(errorBody(error.code, error.message))
     }
     const status = error.statusCode ?? 500

@@ -1,5 +1,6 @@
 import fp from 'fastify-plugin'
 import { Gauge } from 'prom-client'
+import { ClientGone } from '../services/errors.ts'
 import { ConcurrencyLimiter } from '../services/limiter.ts'
 import { METRIC_PREFIX } from '../services/metrics.ts'
 
@@ -25,7 +26,7 @@ export default fp(async function limiterPlugin (fastify) {
   fastify.addHook('onRequest', async function acquireSlot (request, reply) {
     if (request.routeOptions.config.limited !== true || request.method === 'OPTIONS') return
     const clientGone = new AbortController()
-    const onClose = (): void => clientGone.abort(new Error('client disconnected'))
+    const onClose = (): void => clientGone.abort(new ClientGone())
     reply.raw.once('close', onClose)
     const release = await limiter.acquire(clientGone.signal)
     reply.raw.off('close', onClose)

@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-to-ts'
 import { imageRouteResponses, isoPathParams } from './schemas.ts'
 import { ISO_FILENAMES, type Served } from '../services/images/image-requests.ts'
-import { TokenNamesNoImage, UnknownFilename } from '../services/errors.ts'
+import { ClientGone, TokenNamesNoImage, UnknownFilename } from '../services/errors.ts'
 import type { LinkTarget } from '../services/short-links.ts'
 import { jwtExpiry, pickCredential } from '../services/images/credentials.ts'
 import type { Credential } from '../services/upstream/infra-env-source.ts'
@@ -11,7 +11,7 @@ import { errorBody } from '../plugins/errors.ts'
 /** Aborted when the client goes away before the response is complete: cancels upstream calls. */
 export function clientSignal (reply: FastifyReply): AbortSignal {
   const controller = new AbortController()
-  reply.raw.once('close', () => { if (!reply.raw.writableFinished) controller.abort(new Error('client disconnected')) })
+  reply.raw.once('close', () => { if (!reply.raw.writableFinished) controller.abort(new ClientGone()) })
   return controller.signal
 }
 
@@ -71,7 +71,7 @@ export async function serveIso (fastify: FastifyInstance, reply: FastifyReply, t
 export function isoRoute (fastify: FastifyInstance, spec: IsoRouteSpec): void {
   fastify.withTypeProvider<JsonSchemaToTsProvider>().get(spec.url, {
     schema: { params: isoPathParams(spec.param, spec.pattern), response: imageRouteResponses },
-    config: { limited: true }
+    config: { limited: true, imageRoute: true }
   }, async function downloadIso (request, reply) {
     const { version, arch, filename } = request.params
     const value = request.params[spec.param]!

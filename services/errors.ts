@@ -37,6 +37,9 @@ export const ImageNotReady = coded<[string, string]>('IMG_NOT_READY', 'OS image 
 export const QueueTimeout = coded<[]>('QUEUE_TIMEOUT', 'too many concurrent requests, try again later')
 export const ShortLinkStoreUnavailable = coded<[]>('SHORT_LINK_STORE_UNAVAILABLE', 'the short-link store cannot be reached; try again, or use the long URL')
 
+// Nobody left to answer
+export const ClientGone = coded<[]>('CLIENT_GONE', 'the client disconnected before the response')
+
 // What the host's content or the OS image cannot do
 export const KargsUnsupported = coded('IMG_KARGS_UNSUPPORTED', '%s')
 export const EmbedAreaTooSmall = coded('IMG_EMBED_AREA_TOO_SMALL', '%s')

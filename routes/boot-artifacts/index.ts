@@ -7,7 +7,7 @@ import { artifactParams, imageRouteResponses, osImageQuery } from '../schemas.ts
 export default async function bootArtifactRoutes (fastify: FastifyInstance) {
   fastify.withTypeProvider<JsonSchemaToTsProvider>().get('/boot-artifacts/:artifact', {
     schema: { params: artifactParams, querystring: osImageQuery, response: imageRouteResponses },
-    config: { plainHttp: true }
+    config: { plainHttp: true, imageRoute: true }
   }, async function downloadBootArtifact (request, reply) {
     const { version, arch = 'x86_64' } = request.query
     await sendServed(reply, await fastify.images.bootArtifact({ artifact: request.params.artifact, version, arch }))

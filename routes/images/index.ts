@@ -9,7 +9,7 @@ export default async function imagesRoutes (fastify: FastifyInstance) {
   /** Deprecated long form of the ISO routes. */
   app.get('/images/:imageId', {
     schema: { params: imageIdParams, querystring: isoQuery, response: imageRouteResponses },
-    config: { limited: true }
+    config: { limited: true, imageRoute: true }
   }, async function downloadImage (request, reply) {
     const { version, type, arch = 'x86_64' } = request.query
     const credential = requestCredential(request)
@@ -19,7 +19,7 @@ export default async function imagesRoutes (fastify: FastifyInstance) {
 
   app.get('/images/:imageId/pxe-initrd', {
     schema: { params: imageIdParams, querystring: osImageQuery, response: imageRouteResponses },
-    config: { limited: true, plainHttp: true }
+    config: { limited: true, plainHttp: true, imageRoute: true }
   }, async function downloadPxeInitrd (request, reply) {
     const credential = requestCredential(request)
     await sendServed(reply, await fastify.images.pxeInitrd({
@@ -31,7 +31,7 @@ export default async function imagesRoutes (fastify: FastifyInstance) {
 
   app.get('/images/:imageId/s390x-initrd-addrsize', {
     schema: { params: imageIdParams, querystring: osImageQuery, response: imageRouteResponses },
-    config: { limited: true }
+    config: { limited: true, imageRoute: true }
   }, async function downloadAddrsize (request, reply) {
     const credential = requestCredential(request)
     await sendServed(reply, await fastify.images.addrsize({

@@ -11,7 +11,7 @@ const URL = '/s/:code/:filename'
 export default async function shortLinkRoutes (fastify: FastifyInstance) {
   fastify.withTypeProvider<JsonSchemaToTsProvider>().get(URL, {
     schema: { params: shortLinkParams, response: imageRouteResponses },
-    config: { limited: true }
+    config: { limited: true, imageRoute: true }
   }, async function downloadByShortLink (request, reply) {
     let target
     try {
