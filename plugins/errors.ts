@@ -2,6 +2,7 @@ import fp from 'fastify-plugin'
 import type { FastifyError, FastifySchemaValidationError } from 'fastify'
 import { DomainError } from '../services/errors.ts'
 import type { Config } from '../services/config.ts'
+import { CLIENT_CLOSED_REQUEST } from './response-meter.ts'
 
 /** The one body shape of every error answer. */
 export interface ErrorBody { code: string, message: string }
@@ -35,8 +36,6 @@ const BAD_REQUEST: Answer = { status: 400 }
 const NOT_FOUND: Answer = { status: 404 }
 const SERVER_ERROR: Answer = { status: 500 }
 const BAD_GATEWAY: Answer = { status: 502 }
-/** nginx's "client closed request": nobody reads it, but the request line and metrics say what happened. */
-const CLIENT_CLOSED_REQUEST = 499
 
 /** The HTTP answer to each code of services/errors.ts. */
 const ANSWERS: ReadonlyMap<string, Answer> = new Map([
@@ -83,7 +82,7 @@ export default fp(async function errorsPlugin (fastify) {
     if (error instanceof DomainError) {
       const { status, headers } = answerFor(error, fastify.config)
       if (status >= 500) request.log.error({ code: error.code, reason: error.message }, 'request failed')
-      // A client that leaves (while queued, or while assisted-service answers) is ordinary: a BMC or a PXE loader retrying.
+      // A client that leaves while queued or while assisted-service answers (a BMC or PXE loader giving up) is no fault here.
       if (error.code === 'CLIENT_GONE') request.log.info({ code: error.code }, 'client disconnected before the response')
       return reply.code(status).headers(headers).send(errorBody(error.code, error.message))
     }

@@ -80,9 +80,9 @@ export default fp<MetricsOptions>(async function metricsPlugin (fastify, opts) {
     const route = request.routeOptions.url
     if (route === undefined) return
     inFlight.inc({ route, method: request.method })
-    meterResponse(request, reply, ({ bytes }) => {
+    meterResponse(request, reply, ({ bytes, status }) => {
       inFlight.dec({ route, method: request.method })
-      if (route !== '/metrics') responseSize.observe({ route, method: request.method, status: String(reply.statusCode) }, bytes)
+      if (route !== '/metrics') responseSize.observe({ route, method: request.method, status: String(status) }, bytes)
     })
   })
 }, { name: 'metrics', fastify: '5.x' })

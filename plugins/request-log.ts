@@ -13,16 +13,16 @@ const LEVEL_VALUES = new Map([['trace', 10], ['debug', 20], ['info', 30], ['warn
 export default fp(async function requestLogPlugin (fastify) {
   fastify.addHook('onRequest', async function logWhenDone (request, reply) {
     const route = request.routeOptions.url ?? 'unmatched'
-    meterResponse(request, reply, ({ bytes, durationMs, aborted }) => {
+    meterResponse(request, reply, ({ bytes, durationMs, aborted, status }) => {
       // A 503 from /health while images download is expected, not an error.
-      const level = reply.statusCode >= 500 && route !== '/health' ? 'error' : 'info'
+      const level = status >= 500 && route !== '/health' ? 'error' : 'info'
       // Redacting the URL is work for a line nobody reads when the level is off (every Range request comes here).
       if ((LEVEL_VALUES.get(request.log.level) ?? 0) > LEVEL_VALUES.get(level)!) return
       request.log[level]({
         method: request.method,
         url: redactUrl(request.url),
         route,
-        status: reply.statusCode,
+        status,
         bytes,
         durationMs: Math.round(durationMs * 10) / 10,
         ...(aborted ? { aborted: true } : {})

@@ -6,7 +6,11 @@ export interface ResponseMeasure {
   durationMs: number
   /** The client left before the last byte. */
   aborted: boolean
+  /** The status sent; 499 (nginx's "client closed request") when the client left before one was. */
+  status: number
 }
+
+export const CLIENT_CLOSED_REQUEST = 499
 
 /** Calls `done` once the response is over, complete or not. */
 export function meterResponse (request: FastifyRequest, reply: FastifyReply, done: (measure: ResponseMeasure) => void): void {
@@ -17,7 +21,8 @@ export function meterResponse (request: FastifyRequest, reply: FastifyReply, don
     done({
       bytes: Math.max(0, (request.raw.socket?.bytesWritten ?? bytesBefore) - bytesBefore),
       durationMs: Number(process.hrtime.bigint() - startedAt) / 1e6,
-      aborted: !reply.raw.writableEnded
+      aborted: !reply.raw.writableEnded,
+      status: reply.raw.headersSent ? reply.raw.statusCode : CLIENT_CLOSED_REQUEST
     })
   })
 }

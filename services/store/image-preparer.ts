@@ -229,7 +229,7 @@ export class ImagePreparer {
   }
 
   /** nmstatectl from the DATA_DIR cache, else extracted from the ISO's rootfs and cached. */
-  async #nmstatectl (group: OsImageEntry, key: string, artifacts: BootArtifacts): Promise<{ binary: Buffer, error?: never } | { binary?: never, error: string }> {
+  async #nmstatectl (group: OsImageEntry, key: string, artifacts: BootArtifacts): Promise<Nmstatectl> {
     const cache = join(this.#config.dataDir, nmstatectlFileName(group))
     const binary = await readFile(cache).catch(() => undefined)
     if (binary !== undefined && isElf(binary)) return { binary }
@@ -253,7 +253,7 @@ export class ImagePreparer {
    * ready. Searching a rootfs is CPU work no serving process should do, so a
    * missing one stays missing, for the primary's reason.
    */
-  async #leadersNmstatectl (group: OsImageEntry, key: string): Promise<{ binary: Buffer, error?: never } | { binary?: never, error: string }> {
+  async #leadersNmstatectl (group: OsImageEntry, key: string): Promise<Nmstatectl> {
     const binary = await readFile(join(this.#config.dataDir, nmstatectlFileName(group))).catch(() => undefined)
     if (binary !== undefined && isElf(binary)) return { binary }
     const leaders = this.#follower?.nmstateError(key)
@@ -281,6 +281,9 @@ export class ImagePreparer {
     return archive
   }
 }
+
+/** The binary, or why there is none. */
+type Nmstatectl = { binary: Buffer, error?: never } | { binary?: never, error: string }
 
 function isElf (data: Buffer): boolean {
   return data.length > 4 && data.readUInt32BE(0) === 0x7f454c46

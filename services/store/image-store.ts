@@ -260,12 +260,13 @@ export class ImageStore {
     }
   }
 
-  /** Files in DATA_DIR that no configured entry explains are removed; configured ISOs and nmstatectl caches stay. */
+  /** Files in DATA_DIR that no configured entry explains are removed; configured ISOs and nmstatectl caches (binary, archive) stay. */
   async #cleanup (): Promise<void> {
     const keep = new Set<string>()
     for (const entry of this.entries) {
       keep.add(isoFileName(entry))
       keep.add(nmstatectlFileName(entry))
+      keep.add(nmstateArchiveFileName(entry))
       keep.add(contentIdFileName(entry))
     }
     for (const name of await readdir(this.#config.dataDir)) {

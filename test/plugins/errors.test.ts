@@ -41,8 +41,9 @@ t.test('statuses, Retry-After and the upstream pass-through', async t => {
     IMG_TYPE_NOT_AVAILABLE: 404,
     IMG_ARTIFACT_NOT_FOUND: 404,
     INFRA_ENV_NOT_FOUND: 404,
-    SHORT_LINK_NOT_FOUND: 404
-  }, 'the client errors')
+    SHORT_LINK_NOT_FOUND: 404,
+    CLIENT_GONE: 499
+  }, 'the client errors (499: the client left, as nginx logs it)')
   t.equal(statusOf.get('UPSTREAM_TIMEOUT'), 504)
   for (const code of ['UPSTREAM_UNREACHABLE', 'UPSTREAM_TOO_LARGE', 'UPSTREAM_BAD_ANSWER', 'UPSTREAM_BAD_KARGS', 'UPSTREAM_STATUS']) t.equal(statusOf.get(code), 502, code)
   for (const code of ['IMG_NOT_READY', 'QUEUE_TIMEOUT', 'SHORT_LINK_STORE_UNAVAILABLE']) t.equal(statusOf.get(code), 503, code)

@@ -3,7 +3,8 @@ import { createHash } from 'node:crypto'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { buildSyntheticIso } from '../../../services/coreos/synthetic-iso.ts'
-import { ImageStore } from '../../../services/store/image-store.ts'
+import { ImageStore, type StoreFollower } from '../../../services/store/image-store.ts'
+import { filesArchive } from '../../../services/coreos/ignition-archive.ts'
 import { readInitrd } from '../../fixtures/initrd-reader.ts'
 import { IsoImage } from '../../../services/iso9660/reader.ts'
 import { liveRootfsImg, REPO_ROOTFS, SHARED_FIXTURES, sharedFiles, sharedSkip, unpackXz } from '../../fixtures/rootfs-images.ts'
@@ -11,7 +12,7 @@ import { NMSTATECTL_PATH, writeRootfsTree } from '../../fixtures/rootfs-tree.ts'
 
 const sha256 = (data: Buffer): string => createHash('sha256').update(data).digest('hex')
 
-async function storeFor (t: Test, dir: string, iso: string, openshiftVersion: string, version: string) {
+async function storeFor (t: Test, dir: string, iso: string, openshiftVersion: string, version: string, follower?: StoreFollower) {
   mkdirSync(join(dir, 'data'), { recursive: true })
   const logs: Array<{ level: string, msg: string, obj: object }> = []
   const store = new ImageStore({
@@ -24,7 +25,8 @@ async function storeFor (t: Test, dir: string, iso: string, openshiftVersion: st
       warn: (obj, msg) => logs.push({ level: 'warn', msg, obj }),
       error: (obj, msg) => logs.push({ level: 'error', msg, obj })
     },
-    timing: { retryBaseMs: 50 }
+    timing: { retryBaseMs: 50 },
+    ...(follower !== undefined ? { follower } : {})
   })
   t.teardown(() => store.close())
   await store.start()
@@ -110,4 +112,52 @@ t.test('before 4.18 nmstatectl is not looked for', async t => {
   t.equal(prepared!.nmstate, undefined)
   t.equal(prepared!.nmstateError, undefined)
   t.same(logs.filter(l => l.level === 'error'), [])
+})
+
+/** A worker's view of a primary that has every image ready, and says why one has no nmstatectl. */
+function followerOf (nmstateErrors: Record<string, string> = {}): StoreFollower {
+  return { ready: async () => {}, reportPrepared: () => {}, nmstateError: key => nmstateErrors[key], onServing: () => {} }
+}
+
+const CPU_WORK = ['nmstatectl extracted from the live rootfs', 'nmstatectl archive compressed']
+
+t.test('the primary compresses the nmstatectl archive once, into DATA_DIR; workers and restarts read it', async t => {
+  const dir = t.testdir()
+  const version = '419.96.202506010000-0'
+  const iso = await buildSyntheticIso({ dir, volumeId: `rhcos-${version}`, rootfsFile: liveRootfsImg(join(dir, 'rootfs.img')) })
+  const archivePath = join(dir, `data/nmstatectl-${version}-x86_64.cpio.gz`)
+
+  const leader = await storeFor(t, dir, iso, '4.19', version)
+  const binary = readFileSync(join(dir, `data/nmstatectl-${version}-x86_64`))
+  t.same(leader.logs.filter(l => CPU_WORK.includes(l.msg)).map(l => l.msg), CPU_WORK, 'extracted, then compressed')
+  const archive = readFileSync(archivePath)
+  t.ok(leader.prepared!.nmstate!.equals(archive), 'what it serves is what it saved')
+  t.ok(archive.equals(filesArchive([{ name: 'usr/bin/nmstatectl', mode: 0o100755, data: binary }])), 'byte for byte the archive compressed on the event loop before: ETags stay across the upgrade')
+  await leader.store.close()
+
+  const worker = await storeFor(t, dir, iso, '4.19', version, followerOf())
+  t.ok(worker.prepared!.nmstate!.equals(archive), 'a worker serves the same bytes (one ETag from every worker)')
+  t.same(worker.logs.filter(l => CPU_WORK.includes(l.msg) || l.level !== 'info'), [], 'without extracting or compressing anything')
+  await worker.store.close()
+
+  const restarted = await storeFor(t, dir, iso, '4.19', version)
+  t.same(restarted.logs.filter(l => CPU_WORK.includes(l.msg)), [], 'a restarted primary reuses both caches')
+  await restarted.store.close()
+
+  // An archive of another binary (an older cache) is not served: the primary compresses the right one again.
+  writeFileSync(archivePath, filesArchive([{ name: 'usr/bin/nmstatectl', mode: 0o100755, data: Buffer.from('\x7fELF stale') }]))
+  const stale = await storeFor(t, dir, iso, '4.19', version)
+  t.same(stale.logs.filter(l => CPU_WORK.includes(l.msg)).map(l => l.msg), ['nmstatectl archive compressed'])
+  t.ok(readFileSync(archivePath).equals(archive), 'and saves it over the stale one')
+})
+
+t.test('a worker never searches the rootfs: without the primary\'s nmstatectl it serves the primary\'s reason', async t => {
+  const dir = t.testdir()
+  const version = '419.96.202506010000-0'
+  const key = `${version}@x86_64@full-iso`
+  const iso = await buildSyntheticIso({ dir, volumeId: `rhcos-${version}`, rootfsFile: liveRootfsImg(join(dir, 'rootfs.img')) })
+  const { prepared, logs } = await storeFor(t, dir, iso, '4.19', version, followerOf({ [key]: 'squashfs: bad superblock' }))
+  t.equal(prepared!.nmstate, undefined, 'no nmstatectl, although this rootfs holds one: the primary found none')
+  t.equal(prepared!.nmstateError, 'squashfs: bad superblock', 'the reason /health and the 500 give')
+  t.same(logs.filter(l => l.level !== 'info' || CPU_WORK.includes(l.msg)), [], 'nothing extracted, nothing logged twice (the primary logged it)')
 })
