@@ -42,12 +42,29 @@ t.test('a mapped file outlives its closed pool until the last user releases it',
   t.equal(openFileCount(), files, 'and closed')
 })
 
+t.test('a newly mapped file is mapped into the process page by page ahead of the first response', async t => {
+  const path = `${t.testdir()}/ahead.bin`
+  writeFileSync(path, randomBytes(8 << 20))
+  const pool = new FilePool({ mapper })
+  t.teardown(() => pool.close())
+  const file = await pool.retain(path)
+  const mappedKiB = (): number => {
+    const smaps = readFileSync('/proc/self/smaps', 'utf8')
+    const at = smaps.indexOf(` ${path}\n`)
+    return Number(/^Rss:\s+(\d+) kB/m.exec(smaps.slice(at))![1])
+  }
+  for (let i = 0; i < 100 && mappedKiB() < 8 << 10; i++) await new Promise(resolve => setTimeout(resolve, 10))
+  t.equal(mappedKiB(), 8 << 10, 'every page is in the process before any byte is sent')
+  file.release()
+})
+
 t.test('pages dropped from the page cache are faulted in off the event loop, and the bytes are right', async t => {
   const path = `${t.testdir()}/cold.bin`
   const content = randomBytes(24 << 20)
   writeFileSync(path, content)
   const fd = openSync(path, 'r')
-  const pool = new FilePool({ mapper })
+  // Without prefaulting: pages mapped into the process are not dropped by POSIX_FADV_DONTNEED.
+  const pool = new FilePool({ mapper, prefault: false })
   t.teardown(() => pool.close())
   const image = await ComposedImage.fromSegments([{ kind: 'buffer', data: Buffer.from('head') }, { kind: 'file', path, offset: 4096, length: content.length - 4096 }], pool)
   const file = await pool.retain(path)
