@@ -409,9 +409,15 @@ class Sending {
 
   /** Resolves once the sink has completed every write (or closed: then it sends nothing more). */
   async completed (): Promise<void> {
-    while (this.#pending.size > 0) {
-      if (this.#sink.closed) { this.#forget(); return }
-      await Promise.race([this.#changed(), closed(this.#sink)])
+    if (this.#pending.size === 0) return
+    const sink = this.#sink
+    let onClose: (() => void) | undefined
+    const closing = new Promise<void>(resolve => { onClose = resolve; sink.once('close', resolve) })
+    try {
+      while (this.#pending.size > 0 && !sink.closed) await Promise.race([this.#changed(), closing])
+      this.#forget()
+    } finally {
+      sink.off('close', onClose!)
     }
   }
 

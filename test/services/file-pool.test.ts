@@ -94,3 +94,16 @@ t.test('a sink destroyed mid-stream releases the mapped file once it has closed'
   await pool.close()
   t.equal(mapped(path), 0, 'and unmapped when the pool closes')
 })
+
+t.test('many ranges written to one sink (a multipart answer) leave no listener behind on it', async t => {
+  const path = `${t.testdir()}/parts.bin`
+  writeFileSync(path, randomBytes(4 << 20))
+  const pool = new FilePool({ mapper })
+  t.teardown(() => pool.close())
+  const image = await ComposedImage.fromSegments([{ kind: 'file', path, offset: 0, length: 4 << 20 }], pool)
+  const { sink, bytes } = collector()
+  const before = { close: sink.listenerCount('close'), drain: sink.listenerCount('drain') }
+  for (let i = 0; i < 40; i++) await image.writeTo(sink, i * 65536, i * 65536 + 1000)
+  t.same({ close: sink.listenerCount('close'), drain: sink.listenerCount('drain') }, before)
+  t.equal(bytes().length, 40_000)
+})
