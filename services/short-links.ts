@@ -34,6 +34,8 @@ export class ShortLinks {
   readonly #now: () => number
   /** Links this process minted or opened: a BMC's thousands of Range requests cost no store round trip. */
   readonly #known = new Map<string, StoredLink>()
+  /** Codes of the targets minted lately, by target. */
+  readonly #codes = new Map<string, string>()
 
   /** Without a configured secret, the store's shared one is fetched on first use (and again after a failure). */
   constructor (store: LinkStore, secret?: Buffer, now: () => number = Date.now) {
@@ -45,7 +47,14 @@ export class ShortLinks {
   /** The code for a target: the one every replica derives; stored until `expires` unless it already is. */
   async mint (target: LinkTarget, expires: number): Promise<string> {
     this.#secret ??= await this.#store.secret()
-    const code = createHmac('sha256', this.#secret).update(targetKey(target)).digest('base64url').slice(0, 22)
+    const key = targetKey(target)
+    // Every Range request of a BMC mints its link again: the HMAC was a sixth of such a request's CPU.
+    let code = this.#codes.get(key)
+    if (code === undefined) {
+      code = createHmac('sha256', this.#secret).update(key).digest('base64url').slice(0, 22)
+      this.#codes.set(key, code)
+      if (this.#codes.size > MAX_KNOWN) this.#codes.delete(this.#codes.keys().next().value!)
+    }
     if (await this.#open(code) !== undefined) return code
     const link = { target, expires }
     await this.#store.put(recordId(code), seal(code, link), expires)
