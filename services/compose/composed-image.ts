@@ -168,9 +168,9 @@ export class ComposedImage {
    * the file's memory map where the pool maps (pages not in the page cache are
    * faulted in off the event loop first), else reads into reused buffers.
    * Chunks grow while the sink keeps up and shrink when it stalls. Resolves
-   * once every write has completed; on failure the sink is destroyed and the
-   * promise rejects once the sink has closed, so that nothing it still queues
-   * refers to a file that may be unmapped.
+   * once every write has completed. On failure it rejects at once and the
+   * caller destroys the sink; the files stay open (and mapped) until the sink
+   * has closed, so that nothing it still queues refers to an unmapped file.
    */
   async writeTo (sink: Writable, start = 0, end = this.size): Promise<void> {
     checkRange(start, end, this.size)
@@ -179,11 +179,10 @@ export class ComposedImage {
       await this.#writePieces(sink, start, end, sending)
       await sending.completed()
     } catch (err) {
-      await sending.abandon(err as Error)
+      sending.releaseOnClose()
       throw err
-    } finally {
-      sending.releaseFiles()
     }
+    sending.releaseFiles()
   }
 
   async #writePieces (sink: Writable, start: number, end: number, sending: Sending): Promise<void> {
@@ -424,15 +423,15 @@ class Sending {
   }
 
   /**
-   * After a failure the sink is destroyed. Once it has closed nothing it holds
-   * is sent any more, so its writes count as done: real sockets cancel them,
-   * other streams need not call back at all.
+   * After a failure: what the sink still holds may refer to a mapped file, so
+   * the files are released once the sink has closed (the caller destroys it).
+   * A closed sink sends nothing more, so its writes count as done: real sockets
+   * cancel them, other streams need not call back at all.
    */
-  async abandon (err: Error): Promise<void> {
-    if (this.#pending.size === 0) return
-    if (!this.#sink.destroyed) this.#sink.destroy(err)
-    await closed(this.#sink)
-    this.#forget()
+  releaseOnClose (): void {
+    const release = (): void => { this.#forget(); this.releaseFiles() }
+    if (this.#pending.size === 0 || this.#sink.closed) release()
+    else this.#sink.once('close', release)
   }
 
   #forget (): void {
@@ -443,11 +442,6 @@ class Sending {
     for (const file of this.#files.values()) file.release()
     this.#files.clear()
   }
-}
-
-function closed (sink: Writable): Promise<void> {
-  if (sink.closed) return Promise.resolve()
-  return new Promise<void>(resolve => { sink.once('close', () => resolve()) })
 }
 
 /**

@@ -1,6 +1,6 @@
 import t from 'tap'
 import { randomBytes } from 'node:crypto'
-import { fsyncSync, openSync, readFileSync, writeFileSync } from 'node:fs'
+import { fsyncSync, openSync, readFileSync, truncateSync, writeFileSync } from 'node:fs'
 import { Writable } from 'node:stream'
 import koffi from 'koffi'
 import { ComposedImage } from '../../services/compose/composed-image.ts'
@@ -106,4 +106,21 @@ t.test('many ranges written to one sink (a multipart answer) leave no listener b
   for (let i = 0; i < 40; i++) await image.writeTo(sink, i * 65536, i * 65536 + 1000)
   t.same({ close: sink.listenerCount('close'), drain: sink.listenerCount('drain') }, before)
   t.equal(bytes().length, 40_000)
+})
+
+t.test('a read that fails mid-stream rejects at once; the file is released when the caller destroys the sink', async t => {
+  const path = `${t.testdir()}/short.bin`
+  writeFileSync(path, randomBytes(4 << 20))
+  const pool = new FilePool()
+  t.teardown(() => pool.close())
+  const image = await ComposedImage.fromSegments([{ kind: 'file', path, offset: 0, length: 4 << 20 }], pool)
+  truncateSync(path, 1 << 20)
+  // A sink slow to complete: writes are still pending when the read fails.
+  const sink = new Writable({ highWaterMark: 8 << 20, write (_chunk, _e, done) { setTimeout(done, 200) } })
+  await t.rejects(image.writeTo(sink), /ended early/)
+  t.notOk(sink.destroyed, 'the sink is the caller\'s to destroy (and its error to log)')
+  t.equal(await pool.users(), 1, 'the file is held while the sink may still send its bytes')
+  sink.destroy()
+  await new Promise(resolve => sink.once('close', resolve))
+  t.equal(await pool.users(), 0, 'and released once it has closed')
 })
