@@ -81,6 +81,7 @@ class Region implements MappedRegion {
   readonly #size: number
   readonly #populate: (addr: Pointer, length: number, advice: number) => Promise<number>
   #populateWorks = true
+  #populating = 0
   #mapped = true
 
   constructor (libc: Libc, base: Pointer, size: number, populate: (addr: Pointer, length: number, advice: number) => Promise<number>) {
@@ -111,19 +112,28 @@ class Region implements MappedRegion {
 
   async populate (offset: number, length: number): Promise<void> {
     if (!this.#mapped) throw new Error('region is unmapped')
-    if (length <= 0 || !this.#populateWorks) return
+    if (length <= 0) return
+    if (!this.#populateWorks) throw new Error('madvise(MADV_POPULATE_READ) is not supported here')
     const span = this.#pages(offset, length)
+    this.#populating++
+    let result: number
+    try {
+      result = await this.#populate(span.addr, span.length, MADV_POPULATE_READ)
+    } finally {
+      // The range is unmapped only once no worker thread works on it: its addresses may be reused at once.
+      if (--this.#populating === 0 && !this.#mapped) this.#libc.munmap(this.#base, this.#size)
+    }
     // MADV_POPULATE_READ (Linux 5.14) waits for the reads; older kernels say EINVAL and the caller reads instead.
-    if (await this.#populate(span.addr, span.length, MADV_POPULATE_READ) !== 0) {
+    if (result !== 0) {
       this.#populateWorks = false
-      throw new Error(`madvise(MADV_POPULATE_READ) failed: ${errnoName(this.#libc.errno())}`)
+      throw new Error('madvise(MADV_POPULATE_READ) failed')
     }
   }
 
   unmap (): void {
     if (!this.#mapped) return
     this.#mapped = false
-    this.#libc.munmap(this.#base, this.#size)
+    if (this.#populating === 0) this.#libc.munmap(this.#base, this.#size)
   }
 }
 
