@@ -91,9 +91,6 @@ export class FilePool {
     this.#prefault = options.prefault ?? true
   }
 
-  /** Whether this pool maps its files (some may still be read, where their mapping failed). */
-  get maps (): boolean { return this.#mapper !== undefined }
-
   /**
    * Names a file by its content (a sha256) rather than by where it lies: ETags
    * of images built on it then match on every replica that has the same bytes.
@@ -157,7 +154,7 @@ export class FilePool {
     return file
   }
 
-  /** Responses holding a file of this pool right now. */
+  /** Responses holding a file of this pool right now (after `close()` too, until they finish). */
   async users (): Promise<number> {
     const files = await Promise.all([...this.#files.values()].map(f => f.catch(() => undefined)))
     return files.reduce((n, f) => n + (f?.users ?? 0), 0)
@@ -167,7 +164,6 @@ export class FilePool {
   async close (): Promise<void> {
     this.#closed = true
     const files = [...this.#files.values()]
-    this.#files.clear()
     await Promise.all(files.map(async f => { await (await f.catch(() => undefined))?.closeWhenUnused() }))
   }
 }
@@ -177,9 +173,9 @@ const PREFAULT_STEP = 64 << 20
 /**
  * Maps every page of a newly mapped file into the process ahead of the first
  * response, on a worker thread and a step at a time. Sockets copying from pages
- * the process has not touched yet fault them in one by one, on the event loop:
- * measured, that cost a fifth of single-stream throughput and held the loop for
- * tens of ms. Pages evicted later simply fault again (and are checked first).
+ * the process has not touched yet fault them in as they go, on the event loop:
+ * in a probe that cost up to a fifth of single-stream throughput. Pages evicted
+ * later simply fault again (and are checked for residency first).
  */
 async function prefault (file: OpenFile): Promise<void> {
   try {

@@ -189,6 +189,8 @@ export class ImagePreparer {
     if (saved !== undefined && typeof saved.sha256 === 'string' && /^[0-9a-f]{64}$/.test(saved.sha256) && saved.size === size && saved.mtimeMs === mtimeMs) {
       return saved.sha256
     }
+    // Hashing a multi-GB file is CPU work a serving process must not do: the primary hashes, then says ready.
+    if (this.#follower !== undefined) throw new Error(`${iso.identity.path} has no content hash from the primary yet`)
     const started = performance.now()
     const hash = createHash('sha256')
     const fh = await open(iso.identity.path, 'r')

@@ -123,6 +123,8 @@ export class ImageStore {
   #checking: Promise<void> | undefined
   /** Replaced images, until their linger ends. */
   readonly #retired = new Map<NodeJS.Timeout, PreparedImage>()
+  /** A replacement file that failed to prepare, by image: not tried again until it changes. */
+  readonly #failedReplacements = new Map<string, string>()
 
   constructor (options: {
     config: StoreConfig
@@ -236,6 +238,11 @@ export class ImageStore {
       try {
         image = await this.#preparer.prepare(state.image.entry, key)
       } catch (err) {
+        if (this.#follower !== undefined) {
+          // The primary checks the new file (and hashes it) on its own tick: this process tries again on its next.
+          this.#log.info({ image: key, error: (err as Error).message }, 'the replaced OS image file is not ready here yet; serving the previous one')
+          continue
+        }
         this.#failedReplacements.set(key, `${now.ino}:${now.size}:${now.mtimeMs}`)
         this.#log.error({ image: key, error: (err as Error).message }, 'the replaced OS image file cannot be served; serving the previous one')
         continue
@@ -247,8 +254,6 @@ export class ImageStore {
       this.#log.info({ image: key }, 'OS image replaced')
     }
   }
-
-  readonly #failedReplacements = new Map<string, string>()
 
   #setState (key: string, state: State): void {
     const wasReady = this.#states.get(key)?.status === 'ready'

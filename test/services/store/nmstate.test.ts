@@ -1,9 +1,10 @@
 import t, { type Test } from 'tap'
 import { createHash } from 'node:crypto'
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { buildSyntheticIso } from '../../../services/coreos/synthetic-iso.ts'
 import { ImageStore, type StoreFollower } from '../../../services/store/image-store.ts'
+import { contentIdFileName } from '../../../services/store/os-image-entry.ts'
 import { filesArchive } from '../../../services/coreos/ignition-archive.ts'
 import { readInitrd } from '../../fixtures/initrd-reader.ts'
 import { IsoImage } from '../../../services/iso9660/reader.ts'
@@ -156,6 +157,10 @@ t.test('a worker never searches the rootfs: without the primary\'s nmstatectl it
   const version = '419.96.202506010000-0'
   const key = `${version}@x86_64@full-iso`
   const iso = await buildSyntheticIso({ dir, volumeId: `rhcos-${version}`, rootfsFile: liveRootfsImg(join(dir, 'rootfs.img')) })
+  // What the primary leaves beside the ISO before it says ready: its content hash (a worker never hashes).
+  mkdirSync(join(dir, 'data'), { recursive: true })
+  const { size, mtimeMs } = statSync(iso)
+  writeFileSync(join(dir, 'data', contentIdFileName({ type: 'full-iso', version, cpuArchitecture: 'x86_64' })), JSON.stringify({ sha256: sha256(readFileSync(iso)), size, mtimeMs }))
   const { prepared, logs } = await storeFor(t, dir, iso, '4.19', version, followerOf({ [key]: 'squashfs: bad superblock' }))
   t.equal(prepared!.nmstate, undefined, 'no nmstatectl, although this rootfs holds one: the primary found none')
   t.equal(prepared!.nmstateError, 'squashfs: bad superblock', 'the reason /health and the 500 give')
