@@ -663,10 +663,13 @@ function hybrid (source: HybridSource, lbaOfPath: (path: string) => number | und
   const sourceVolume512 = source.volumeSectors * 4
   const sourceImage512 = source.imageSize / 512
   const remap = (start512: number, length512: number): { start: number, length: number } => {
-    if (start512 === 0) {
-      if (length512 === sourceImage512) return { start: 0, length: imageSize / 512 }
-      if (length512 === sourceVolume512) return { start: 0, length: volumeSectors * 4 }
-      return { start: 0, length: length512 }
+    // A partition that starts inside the system area is a label over the image, not a file: isohybrid's from
+    // sector 0, or xorriso's --protective-msdos-label (grub-mkrescue's, as on ppc64le) from sector 1 to the end.
+    if (start512 < SYSTEM_AREA_SIZE / 512) {
+      if (start512 + length512 === sourceImage512) return { start: start512, length: imageSize / 512 - start512 }
+      if (start512 + length512 === sourceVolume512) return { start: start512, length: volumeSectors * 4 - start512 }
+      if (start512 === 0) return { start: 0, length: length512 }
+      throw new IsoFormatError(`isohybrid: partition at sector ${start512} claims neither the image nor a file`)
     }
     const path = start512 % 4 === 0 ? source.pathAtLba(start512 / 4) : undefined
     const lba = path !== undefined ? lbaOfPath(path) : undefined

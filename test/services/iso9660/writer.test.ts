@@ -183,3 +183,20 @@ t.test('a source GPT with other than 128 entries: the backup GPT and the padding
   }
   t.ok(checked >= 3, `${checked} remasters checked`)
 })
+
+t.test('a protective MBR (xorriso --protective-msdos-label, as grub-mkrescue writes for ppc64le) is kept and resized', { skip: missingTools('xorriso', 'sfdisk') }, async t => {
+  const dir = t.testdir({ tree: { 'a.txt': 'hello\n', ppc: { 'bootinfo.txt': '<chrp-boot></chrp-boot>\n' } } })
+  // grub-mkrescue's powerpc-ieee1275 options: a protective label from sector 1, and an APM with HFS+ for Apple firmware.
+  run('xorriso', ['-as', 'mkisofs', '-R', '-J', '--protective-msdos-label', '-hfsplus', '-apm-block-size', '2048', '-o', `${dir}/src.iso`, `${dir}/tree`])
+  const source = await IsoImage.open(`${dir}/src.iso`)
+  t.teardown(() => source.close())
+  t.same(source.systemArea.mbr?.partitions.map(p => [p.type, p.startLba]), [[0xcd, 1]], 'the source: partition 1 from sector 1')
+  await materialize(await planIso(treeFromImage(source), await optionsFromImage(source)), `${dir}/out.iso`)
+  const out = await IsoImage.open(`${dir}/out.iso`)
+  t.teardown(() => out.close())
+  const [label] = out.systemArea.mbr!.partitions
+  t.same({ type: label!.type, start: label!.startLba, end: label!.startLba + label!.sectors }, { type: 0xcd, start: 1, end: out.identity.size / 512 }, 'still from sector 1, to the end of the rewritten image')
+  t.same(sfdiskPartitions(`${dir}/out.iso`).map(p => [p.start, p.type]), [[1, 'cd']], 'sfdisk reads the same')
+  t.same(xorrisoProblems(`${dir}/out.iso`), [], 'xorriso loads it without complaint')
+  t.not(readFileSync(`${dir}/out.iso`).toString('latin1', 2048, 2050), 'PM', 'the APM (and so HFS+) is not carried into a rewritten image: its blocks would point at moved data')
+})
