@@ -50,6 +50,17 @@ export default fp<ImageStoreOptions>(async function imageStorePlugin (fastify, o
     registers: [registry],
     aggregator: 'max'
   })
+  // Read when scraped, from the store: 1 for an image refused for good (the same in every worker).
+  void new Gauge({
+    name: `${METRIC_PREFIX}os_image_refused`,
+    help: 'OS images refused for good, their bytes not servable as they are (1); /health gives the reason',
+    labelNames: ['version', 'arch'],
+    registers: [registry],
+    aggregator: 'max',
+    collect () {
+      for (const group of store.groups) this.set({ version: group.version, arch: group.cpuArchitecture }, store.refusal(store.keyOf(group)) !== undefined ? 1 : 0)
+    }
+  })
   const log = fastify.log.child({ component: 'image-store' })
   const mapper = await chooseFileAccess(fastify.config.mmapImageFiles, log)
   const store = new ImageStore({

@@ -80,11 +80,17 @@ const degraded = {
   items: { type: 'object', required: ['image', 'reason'], properties: { image: { type: 'string' }, reason: { type: 'string' } } }
 } as const
 
+const refused = {
+  type: 'array',
+  description: 'OS images refused for good: their bytes cannot be served as they are (the reason says why)',
+  items: { type: 'object', required: ['image', 'reason'], properties: { image: { type: 'string' }, reason: { type: 'string' } } }
+} as const
+
 export const healthResponse = {
-  200: { type: 'object', required: ['status'], properties: { status: { type: 'string', const: 'ready' }, degraded } },
+  200: { type: 'object', required: ['status'], properties: { status: { type: 'string', const: 'ready' }, degraded, refused } },
   503: {
     type: 'object',
     required: ['status', 'pending'],
-    properties: { status: { type: 'string', const: 'not ready' }, pending: { type: 'array', items: { type: 'string' } }, degraded }
+    properties: { status: { type: 'string', const: 'not ready' }, pending: { type: 'array', items: { type: 'string' } }, degraded, refused }
   }
 } as const

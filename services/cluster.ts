@@ -18,7 +18,7 @@ export function availableCpus (cpuMaxFile = '/sys/fs/cgroup/cpu.max'): number {
 /** Messages between the primary (which prepares the images) and the workers (which serve them). */
 export type ClusterMessage =
   /** `nmstateErrors`: why a ready image has no nmstatectl, by key (a worker never extracts it itself). */
-  | { type: 'ais:ready', keys: string[], nmstateErrors: Record<string, string> }
+  | { type: 'ais:ready', keys: string[], nmstateErrors: Record<string, string>, refused: Record<string, string> }
   | { type: 'ais:prepared', key: string, ready: boolean }
   | { type: 'ais:serving', keys: string[] }
   | { type: 'ais:metrics-request', id: number }
@@ -35,6 +35,7 @@ function isMessage (value: unknown): value is ClusterMessage {
 export function followPrimary (): StoreFollower {
   const ready = new Set<string>()
   let nmstateErrors: Record<string, string> = {}
+  let refused: Record<string, string> = {}
   const waiting = new Map<string, Array<() => void>>()
   const servingListeners: Array<(keys: ReadonlySet<string>) => void> = []
   let serving: ReadonlySet<string> | undefined
@@ -46,7 +47,8 @@ export function followPrimary (): StoreFollower {
     }
     if (message.type !== 'ais:ready') return
     nmstateErrors = message.nmstateErrors
-    for (const key of message.keys) {
+    refused = message.refused
+    for (const key of [...message.keys, ...Object.keys(refused)]) {
       ready.add(key)
       for (const wake of waiting.get(key) ?? []) wake()
       waiting.delete(key)
@@ -62,6 +64,9 @@ export function followPrimary (): StoreFollower {
     },
     nmstateError (key: string): string | undefined {
       return Object.hasOwn(nmstateErrors, key) ? nmstateErrors[key] : undefined
+    },
+    refusal (key: string): string | undefined {
+      return Object.hasOwn(refused, key) ? refused[key] : undefined
     },
     onServing (listener: (keys: ReadonlySet<string>) => void): void {
       servingListeners.push(listener)

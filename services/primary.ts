@@ -48,7 +48,12 @@ export async function runPrimary (config: Config, workerEnv: Record<string, stri
       const reason = store.get(key)?.nmstateError
       if (reason !== undefined) nmstateErrors[key] = reason
     }
-    return { type: 'ais:ready', keys, nmstateErrors }
+    const refused: Record<string, string> = {}
+    for (const key of store.keys) {
+      const reason = store.refusal(key)
+      if (reason !== undefined) refused[key] = reason
+    }
+    return { type: 'ais:ready', keys, nmstateErrors, refused }
   }
   const workers = (): Worker[] => Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined)
   let stopping = false

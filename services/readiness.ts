@@ -7,11 +7,11 @@ import { needsNmstate } from './store/os-image-entry.ts'
  * worker of the cluster can serve (as the primary last said).
  */
 export class Readiness {
-  readonly #store: Pick<ImageStore, 'keys' | 'isReady' | 'get'>
+  readonly #store: Pick<ImageStore, 'keys' | 'isReady' | 'get' | 'refusal'>
   #cluster: ReadonlySet<string> | undefined
 
   /** `followsCluster`: a worker, ready for what the whole cluster serves (nothing until the primary says). */
-  constructor (store: Pick<ImageStore, 'keys' | 'isReady' | 'get'>, followsCluster = false) {
+  constructor (store: Pick<ImageStore, 'keys' | 'isReady' | 'get' | 'refusal'>, followsCluster = false) {
     this.#store = store
     if (followsCluster) this.#cluster = new Set()
   }
@@ -25,12 +25,23 @@ export class Readiness {
     return this.#cluster !== undefined ? this.#cluster.has(key) : this.#store.isReady(key)
   }
 
+  /**
+   * Every image serves, or is refused for good: an image that can never serve
+   * must not keep the others out of rotation (it is listed in /health and counted).
+   */
   allReady (): boolean {
-    return this.#store.keys.every(key => this.isReady(key))
+    return this.#store.keys.every(key => this.isReady(key) || this.#store.refusal(key) !== undefined)
   }
 
   pending (): string[] {
-    return this.#store.keys.filter(key => !this.isReady(key))
+    return this.#store.keys.filter(key => !this.isReady(key) && this.#store.refusal(key) === undefined)
+  }
+
+  refused (): Array<{ image: string, reason: string }> {
+    return this.#store.keys.flatMap(key => {
+      const reason = this.#store.refusal(key)
+      return reason !== undefined ? [{ image: key, reason }] : []
+    })
   }
 
   /**

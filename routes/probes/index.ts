@@ -10,7 +10,8 @@ export default async function probeRoutes (fastify: FastifyInstance) {
 
   fastify.get('/health', { schema: { response: healthResponse }, config: { plainHttp: true } }, async function health (_request, reply) {
     const degraded = readiness.degraded()
-    const details = degraded.length > 0 ? { degraded } : {}
+    const refused = readiness.refused()
+    const details = { ...(degraded.length > 0 ? { degraded } : {}), ...(refused.length > 0 ? { refused } : {}) }
     if (readiness.allReady()) return { status: 'ready', ...details }
     return reply.code(503).header('retry-after', '5').send({ status: 'not ready', pending: readiness.pending(), ...details })
   })

@@ -6,6 +6,7 @@ import type { IsoKind, IsoTemplate } from '../coreos/customize.ts'
 import type { MemoryMapper } from '../compose/memory-map.ts'
 import type { BootArtifacts } from '../coreos/pxe.ts'
 import type { IsoImage } from '../iso9660/reader.ts'
+import { DomainError } from '../errors.ts'
 import { ConcurrencyLimiter } from '../limiter.ts'
 import { sleep, type DownloadLog } from './download.ts'
 import { ImagePreparer } from './image-preparer.ts'
@@ -93,11 +94,28 @@ export interface StoreFollower {
   reportPrepared (key: string, ready: boolean): void
   /** Why the leader has no nmstatectl for a ready image (this process never extracts it). */
   nmstateError (key: string): string | undefined
+  /** Why the leader refused an image for good; `ready` resolves for such an image too. */
+  refusal (key: string): string | undefined
   /** Calls `listener` with the images every process can serve, whenever that changes. */
   onServing (listener: (keys: ReadonlySet<string>) => void): void
 }
 
-type State = { status: 'pending' | 'failed', error?: string, failures: number } | { status: 'ready', image: PreparedImage }
+type State =
+  | { status: 'pending' | 'failed', error?: string, failures: number }
+  | { status: 'ready', image: PreparedImage }
+  | { status: 'refused', error: string }
+
+/**
+ * Failures that say the image itself cannot be served (its layout, its embed
+ * areas, its boot configuration): retrying them only downloads or reads the
+ * same bytes again. Network, disk and upstream failures stay worth a retry.
+ */
+const PERMANENT = new Set(['ISO_FORMAT', 'IMG_INVALID_ISO', 'IMG_EMBED_AREA_INVALID', 'IMG_EMBED_AREA_TOO_SMALL', 'IMG_NO_IGNITION_AREA',
+  'IMG_KARGS_UNSUPPORTED', 'IMG_MINIMAL_TEMPLATE', 'IMG_PATCH_OVERLAP', 'CPIO_FORMAT'])
+
+export function isPermanentFailure (err: unknown): boolean {
+  return err instanceof DomainError && PERMANENT.has(err.code)
+}
 
 /**
  * The catalogue of OS images: downloads what is missing into DATA_DIR with
@@ -170,6 +188,12 @@ export class ImageStore {
   }
 
   isReady (key: string): boolean { return this.#states.get(key)?.status === 'ready' }
+
+  /** Why an image is refused for good (its bytes cannot be served), or undefined. */
+  refusal (key: string): string | undefined {
+    const state = this.#states.get(key)
+    return state?.status === 'refused' ? state.error : undefined
+  }
   allReady (): boolean { return [...this.#states.values()].every(s => s.status === 'ready') }
 
   onChange (listener: (key: string, ready: boolean) => void): void { this.#listeners.push(listener) }
@@ -192,7 +216,7 @@ export class ImageStore {
 
   /** Resolves when every image is ready or has failed at least once (for tests and startup logs). */
   async settled (): Promise<void> {
-    while (![...this.#states.values()].every(s => s.status === 'ready' || s.failures > 0)) {
+    while (![...this.#states.values()].every(s => s.status === 'ready' || s.status === 'refused' || s.failures > 0)) {
       await new Promise(resolve => setTimeout(resolve, 20))
       if (this.#closed) return
     }
@@ -259,7 +283,7 @@ export class ImageStore {
     const wasReady = this.#states.get(key)?.status === 'ready'
     this.#states.set(key, state)
     const ready = state.status === 'ready'
-    if (ready !== wasReady) {
+    if (ready !== wasReady || state.status === 'refused') {
       for (const listener of this.#listeners) listener(key, ready)
       this.#metrics?.readyChanged([...this.#states.values()].filter(s => s.status === 'ready').length)
     }
@@ -290,6 +314,8 @@ export class ImageStore {
     const key = entryKey(group)
     if (this.#follower !== undefined) {
       await Promise.race([this.#follower.ready(key), new Promise(resolve => this.#abort.signal.addEventListener('abort', resolve, { once: true }))])
+      const refused = this.#follower.refusal(key)
+      if (refused !== undefined) { this.#setState(key, { status: 'refused', error: refused }); return }
     }
     for (let failures = 0; !this.#closed; failures++) {
       try {
@@ -301,6 +327,11 @@ export class ImageStore {
       } catch (err) {
         if (this.#closed) return
         this.#metrics?.downloadFailed()
+        if (isPermanentFailure(err) && this.#follower === undefined) {
+          this.#log.error({ image: key, error: (err as Error).message }, 'OS image refused: it cannot be served as it is; the other images serve')
+          this.#setState(key, { status: 'refused', error: (err as Error).message })
+          return
+        }
         const delay = Math.min(this.#timing.retryMaxMs, this.#timing.retryBaseMs * 2 ** failures) * (0.75 + Math.random() / 4)
         this.#log.error({ image: key, error: (err as Error).message, retryInMs: Math.round(delay) }, 'OS image not ready, will retry')
         this.#setState(key, { status: 'failed', error: (err as Error).message, failures: failures + 1 })
