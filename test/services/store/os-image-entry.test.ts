@@ -32,3 +32,10 @@ t.test('lookup: RHCOS version first, then openshift_version, same arch, exact st
   t.equal(findEntry(entries, '4.18.0', 'x86_64'), undefined, 'exact strings only')
   t.equal(findEntry(entries, '4.18', 'aarch64'), undefined)
 })
+
+t.test('architecture names are not normalised: an entry is found by the spelling it was configured with', async t => {
+  const entries = [e('4.18', '418.94.1', { cpuArchitecture: 'arm64' }), e('4.18', '418.94.2', { cpuArchitecture: 'aarch64' })]
+  t.equal(findEntry(entries, '4.18', 'arm64')?.version, '418.94.1')
+  t.equal(findEntry(entries, '4.18', 'aarch64')?.version, '418.94.2', 'as upstream: arm64 and aarch64 are two entries')
+  t.equal(findEntry([entries[0]!], '4.18', 'aarch64'), undefined, 'an arm64 entry does not answer for aarch64')
+})
