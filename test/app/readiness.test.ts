@@ -1,16 +1,14 @@
 // "Readiness tells the truth": with WORKERS=2 and two real-layout images (nmstatectl read out of their live
 // rootfs), the first /health 200 means every image request is answered, by every worker, at once.
 import t, { type Test } from 'tap'
-import { spawn } from 'node:child_process'
 import { mkdirSync, readdirSync, readFileSync, truncateSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { buildSyntheticIso } from '../../services/coreos/synthetic-iso.ts'
 import { filesArchive } from '../../services/coreos/ignition-archive.ts'
 import { liveRootfsImg, REPO_ROOTFS, SHARED_FIXTURES, sharedSkip, unpackXz } from '../fixtures/rootfs-images.ts'
 import { freePort } from '../helper.ts'
+import { startServerProcess, untilHealthy } from '../fixtures/server-process.ts'
 
-const SERVER = fileURLToPath(new URL('../../server.ts', import.meta.url))
 const ID = '0b9f3a56-2d1e-4c8a-9f1b-3e5d7c9a1b01'
 const VERSIONS = [{ version: '418.94.202501221327-0', openshift: '4.18' }, { version: '419.96.202506010000-0', openshift: '4.19' }]
 const ROUNDS = 30
@@ -52,24 +50,10 @@ async function readyMeansServing (t: Test, rootfs: [Rootfs, Rootfs]): Promise<vo
 
   const port = await freePort()
   // The default under-pressure thresholds: this is what a pod runs with.
-  const child = spawn(process.execPath, [SERVER], {
-    cwd: dir,
-    env: { PATH: process.env.PATH, WORKERS: '2', LISTEN_PORT: String(port), DATA_DIR: join(dir, 'data'), LOG_LEVEL: 'info', OS_IMAGES: JSON.stringify(osImages), INFRAENVS_DIR: join(dir, 'envs') },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
-  let output = ''
-  child.stdout.on('data', (d: Buffer) => { output += d.toString() })
-  child.stderr.on('data', (d: Buffer) => { output += d.toString() })
-  const exited = new Promise<number | null>(resolve => child.once('exit', code => resolve(code)))
-  t.teardown(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
-  const base = `http://127.0.0.1:${port}`
-
-  let health = 0
-  for (let i = 0; i < 1500 && health !== 200 && child.exitCode === null; i++) {
-    health = await fetch(`${base}/health`, { headers: { connection: 'close' } }).then(r => r.status, () => 0)
-    if (health !== 200) await new Promise(resolve => setTimeout(resolve, 20))
-  }
-  t.equal(health, 200, `ready${health === 200 ? '' : `; output:\n${output.slice(-3000)}`}`)
+  const server = startServerProcess(t, port, { WORKERS: '2', DATA_DIR: join(dir, 'data'), LOG_LEVEL: 'info', OS_IMAGES: JSON.stringify(osImages), INFRAENVS_DIR: join(dir, 'envs') }, dir)
+  const { base, child, output, exited } = server
+  const health = await untilHealthy(server)
+  t.equal(health, 200, `ready${health === 200 ? '' : `; output:\n${output().slice(-3000)}`}`)
 
   // At once, on new connections (which the primary hands to the workers in turn).
   const urls = IMAGES.flatMap(({ version }) => [`/images/${ID}/pxe-initrd?version=${version}&arch=x86_64`, `/byid/${ID}/${version}/x86_64/minimal.iso`])
@@ -89,7 +73,7 @@ async function readyMeansServing (t: Test, rootfs: [Rootfs, Rootfs]): Promise<vo
 
   child.kill('SIGTERM')
   t.equal(await exited, 0)
-  const records = output.split('\n').filter(line => line.startsWith('{')).map(line => JSON.parse(line) as Record<string, unknown>)
+  const records = output().split('\n').filter(line => line.startsWith('{')).map(line => JSON.parse(line) as Record<string, unknown>)
   const imageLines = records.filter(r => r.msg === 'request' && typeof r.route === 'string' && /pxe-initrd|:filename/.test(r.route))
   t.equal(imageLines.length, ROUNDS * urls.length, 'every image request logged')
   t.equal(new Set(imageLines.map(r => r.pid)).size, 2, 'answered by both workers')

@@ -1,13 +1,11 @@
 // An image whose bytes cannot be served (here: not an ISO at all) is refused once, named in /health and counted,
 // and never retried, while the other images serve: in one process and behind two workers.
 import t from 'tap'
-import { spawn } from 'node:child_process'
 import { mkdirSync, writeFileSync } from 'node:fs'
-import { fileURLToPath } from 'node:url'
 import { buildSyntheticIso } from '../../services/coreos/synthetic-iso.ts'
 import { build, freePort } from '../helper.ts'
+import { startServerProcess, untilHealthy } from '../fixtures/server-process.ts'
 
-const SERVER = fileURLToPath(new URL('../../server.ts', import.meta.url))
 const VERSION = '418.94.202501221327-0'
 const REFUSED_KEY = `${VERSION}@ppc64le@full-iso`
 
@@ -46,30 +44,17 @@ t.test('one process: refused once, listed in /health, counted, the other image s
 t.test('two workers: the primary refuses, the workers follow it', async t => {
   const dir = t.testdir()
   const port = await freePort()
-  const child = spawn(process.execPath, [SERVER], {
-    cwd: dir,
-    env: { PATH: process.env.PATH, WORKERS: '2', LISTEN_PORT: String(port), DATA_DIR: `${dir}/data`, LOG_LEVEL: 'info', MAX_EVENT_LOOP_DELAY_MS: '0', OS_IMAGES: await images(dir), INFRAENVS_DIR: `${dir}/infra-envs` },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
-  let output = ''
-  child.stdout.on('data', (d: Buffer) => { output += d.toString() })
-  child.stderr.on('data', (d: Buffer) => { output += d.toString() })
-  t.teardown(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
-  const base = `http://127.0.0.1:${port}`
-  let health: Response | undefined
-  for (let i = 0; i < 150; i++) {
-    health = await fetch(`${base}/health`, { headers: { connection: 'close' } }).catch(() => undefined)
-    if (health?.status === 200) break
-    await new Promise(resolve => setTimeout(resolve, 100))
-  }
-  t.equal(health?.status, 200, `ready behind two workers${health?.status === 200 ? '' : `; output:\n${output.slice(-2000)}`}`)
+  const server = startServerProcess(t, port, { WORKERS: '2', DATA_DIR: `${dir}/data`, LOG_LEVEL: 'info', MAX_EVENT_LOOP_DELAY_MS: '0', OS_IMAGES: await images(dir), INFRAENVS_DIR: `${dir}/infra-envs` }, dir)
+  const { base, child, output } = server
+  const health = await untilHealthy(server)
+  t.equal(health, 200, `ready behind two workers${health === 200 ? '' : `; output:\n${output().slice(-2000)}`}`)
   for (let i = 0; i < 6; i++) {
     const body = await (await fetch(`${base}/health`, { headers: { connection: 'close' } })).json() as { refused?: Array<{ image: string }> }
     t.same(body.refused?.map(r => r.image), [REFUSED_KEY], 'every worker lists the refused image')
   }
   t.match(await (await fetch(`${base}/metrics`, { headers: { connection: 'close' } })).text(), `assisted_image_service_os_image_refused{version="${VERSION}",arch="ppc64le"} 1`)
   t.equal((await fetch(`${base}/boot-artifacts/kernel?version=${VERSION}&arch=x86_64`, { method: 'HEAD', headers: { connection: 'close' } })).status, 200)
-  t.equal(output.split('\n').filter(l => l.includes('OS image refused')).length, 1, 'refused once, by the primary')
+  t.equal(output().split('\n').filter(l => l.includes('OS image refused')).length, 1, 'refused once, by the primary')
   child.kill('SIGTERM')
-  await new Promise(resolve => child.once('exit', resolve))
+  await server.exited
 })

@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url'
 import { readdirSync, readFileSync } from 'node:fs'
 import { availableCpus } from '../../services/cluster.ts'
 import { freePort } from '../helper.ts'
+import { startServerProcess, untilHealthy } from '../fixtures/server-process.ts'
 import { warmCompileCache } from '../../deploy/warm-compile-cache.ts'
 
 const SERVER = fileURLToPath(new URL('../../server.ts', import.meta.url))
@@ -16,25 +17,10 @@ const VERSION = '9.6.20250101-0'
 t.test('two workers: readiness, aggregated metrics, shared short links, SIGTERM drains the workers', async t => {
   const port = await freePort()
   const dir = t.testdir()
-  const child = spawn(process.execPath, [SERVER], {
-    cwd: dir,
-    env: { PATH: process.env.PATH, WORKERS: '2', LISTEN_PORT: String(port), DATA_DIR: `${dir}/data`, LOG_LEVEL: 'warn', MAX_EVENT_LOOP_DELAY_MS: '0' },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
-  let output = ''
-  child.stdout.on('data', (d: Buffer) => { output += d.toString() })
-  child.stderr.on('data', (d: Buffer) => { output += d.toString() })
-  const exited = new Promise<number | null>(resolve => child.once('exit', code => resolve(code)))
-  t.teardown(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
-  const base = `http://127.0.0.1:${port}`
-
-  let health: Response | undefined
-  for (let i = 0; i < 150; i++) {
-    health = await fetch(`${base}/health`).catch(() => undefined)
-    if (health?.status === 200) break
-    await new Promise(resolve => setTimeout(resolve, 100))
-  }
-  t.equal(health?.status, 200, `ready behind two workers${health?.status === 200 ? '' : `; output:\n${output.slice(-2000)}`}`)
+  const server = startServerProcess(t, port, { WORKERS: '2', DATA_DIR: `${dir}/data`, LOG_LEVEL: 'warn', MAX_EVENT_LOOP_DELAY_MS: '0' }, dir)
+  const { base, child, output, exited } = server
+  const health = await untilHealthy(server, 15_000, 100)
+  t.equal(health, 200, `ready behind two workers${health === 200 ? '' : `; output:\n${output().slice(-2000)}`}`)
 
   for (let i = 0; i < 9; i++) t.equal((await fetch(`${base}/health`, { headers: { connection: 'close' } })).status, 200)
   const metrics = await (await fetch(`${base}/metrics`, { headers: { connection: 'close' } })).text()
@@ -90,7 +76,7 @@ t.test('two workers: readiness, aggregated metrics, shared short links, SIGTERM 
   })
   t.equal(body.length, body.expected, `the in-flight ISO completed (${body.length} bytes)`)
   t.equal(await exited, 0, 'the primary exits 0 after its workers')
-  t.equal(output.match(/"level":50/g)?.length ?? 0, 1, 'one error logged: the worker that was killed')
+  t.equal(output().match(/"level":50/g)?.length ?? 0, 1, 'one error logged: the worker that was killed')
 })
 
 t.test('WORKERS defaults to the CPUs this process may use, honouring a cgroup quota', async t => {
