@@ -1,10 +1,12 @@
 // Fills Node's compile cache (NODE_COMPILE_CACHE) the way the service itself
-// fills it: starts the built-in demo with two workers, waits until it is
-// healthy, and stops it. A process that later finds its modules there neither
+// fills it: starts the built-in demo with two workers as the image's CMD does,
+// waits until it is healthy, and stops it. A process that later finds its modules there neither
 // strips TypeScript nor compiles them again (about 30 MiB less per process).
-// The container image runs this at build time: node deploy/warm-compile-cache.ts
+// The container image runs this at build time as uid 1001: node deploy/warm-compile-cache.ts
+// Node writes the cache for its owner only (files 0600); it is then made readable by
+// every UID (deploy/compile-cache.mjs lets an arbitrary one use it).
 import { spawn } from 'node:child_process'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { chmod, mkdtemp, readdir, rm } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -22,7 +24,7 @@ async function freePort (): Promise<number> {
 export async function warmCompileCache (cacheDir: string): Promise<void> {
   const dataDir = await mkdtemp(join(tmpdir(), 'ais-warm-'))
   const port = await freePort()
-  const child = spawn(process.execPath, [join(import.meta.dirname, '..', 'server.ts')], {
+  const child = spawn(process.execPath, [`--import=${join(import.meta.dirname, 'compile-cache.mjs')}`, join(import.meta.dirname, '..', 'server.ts')], {
     env: { ...process.env, NODE_COMPILE_CACHE: cacheDir, DATA_DIR: dataDir, LISTEN_PORT: String(port), WORKERS: '2', LOG_LEVEL: 'warn' },
     stdio: ['ignore', 'ignore', 'inherit']
   })
@@ -42,6 +44,9 @@ export async function warmCompileCache (cacheDir: string): Promise<void> {
     child.kill('SIGTERM')
     await exited
     await rm(dataDir, { recursive: true, force: true })
+  }
+  for (const entry of await readdir(cacheDir, { recursive: true, withFileTypes: true })) {
+    await chmod(join(entry.parentPath, entry.name), entry.isDirectory() ? 0o755 : 0o644)
   }
 }
 
