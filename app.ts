@@ -13,6 +13,7 @@ import imageStorePlugin, { type ImageStoreOptions } from './plugins/image-store.
 import assistedClientPlugin from './plugins/assisted-client.ts'
 import sendImagePlugin from './plugins/send-image.ts'
 import shortLinksPlugin from './plugins/short-links.ts'
+import tokensPlugin from './plugins/tokens.ts'
 import imagesPlugin from './plugins/images.ts'
 import probeRoutes from './routes/probes/index.ts'
 import byIdRoutes from './routes/byid/index.ts'
@@ -43,6 +44,7 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(assistedClientPlugin)
   await fastify.register(sendImagePlugin)
   await fastify.register(shortLinksPlugin)
+  await fastify.register(tokensPlugin)
   await fastify.register(imagesPlugin)
 
   await fastify.register(probeRoutes)

@@ -51,6 +51,7 @@ const ANSWERS: ReadonlyMap<string, Answer> = new Map([
   ['IMG_ARTIFACT_NOT_FOUND', NOT_FOUND],
   ['INFRA_ENV_NOT_FOUND', NOT_FOUND],
   ['SHORT_LINK_NOT_FOUND', NOT_FOUND],
+  ['TOKEN_REFUSED', { status: 401 }],
   ['IMG_NOT_READY', { status: 503, retryAfter: () => IMAGE_RETRY_AFTER_SECONDS }],
   ['QUEUE_TIMEOUT', { status: 503, retryAfter: config => Math.max(1, config.requestQueueTimeoutSeconds) }],
   ['SHORT_LINK_STORE_UNAVAILABLE', { status: 503, retryAfter: () => LINK_STORE_RETRY_AFTER_SECONDS }],

@@ -4,7 +4,7 @@ import { imageRouteResponses, isoPathParams } from './schemas.ts'
 import { ISO_FILENAMES, type Served } from '../services/images/image-requests.ts'
 import { ClientGone, TokenNamesNoImage, UnknownFilename } from '../services/errors.ts'
 import type { LinkTarget } from '../services/short-links.ts'
-import { jwtExpiry, pickCredential } from '../services/images/credentials.ts'
+import { pickCredential } from '../services/images/credentials.ts'
 import type { Credential } from '../services/upstream/infra-env-source.ts'
 import { errorBody } from '../plugins/errors.ts'
 
@@ -16,13 +16,27 @@ export function clientSignal (reply: FastifyReply): AbortSignal {
 }
 
 /** The credential of a request, by the precedence of api.md. */
-export function requestCredential (request: FastifyRequest, path: { apiKey?: string, token?: string } = {}): Credential | undefined {
+function pickRequestCredential (request: FastifyRequest, path: { apiKey?: string, token?: string }): Credential | undefined {
   return pickCredential({
     ...(path.apiKey !== undefined ? { pathApiKey: path.apiKey } : {}),
     ...(path.token !== undefined ? { pathToken: path.token } : {}),
     query: request.query as Record<string, unknown>,
     ...(typeof request.headers.authorization === 'string' ? { authorization: request.headers.authorization } : {})
   })
+}
+
+export interface AdmittedCredential {
+  credential?: Credential
+  /** The image id the credential's token names, if it names one. */
+  imageId?: string
+  /** When the credential's token expires, in milliseconds. */
+  expiresAt?: number
+}
+
+/** The request's credential, admitted (fastify.admitCredential): a refused token is a 401 here, before any upstream call. */
+export function requestCredential (request: FastifyRequest, path: { apiKey?: string, token?: string } = {}): AdmittedCredential {
+  const credential = pickRequestCredential(request, path)
+  return { ...request.server.admitCredential(credential), ...(credential !== undefined ? { credential } : {}) }
 }
 
 /** Sends what a service call returned, advertising its short link (`Link: <...>; rel="alternate"`) when it has one. */
@@ -53,18 +67,16 @@ export function allowOnlyGetAndHead (fastify: FastifyInstance, url: string, conf
 export interface IsoRouteSpec {
   route: LinkTarget['route']
   url: string
-  /** Name of the path parameter that identifies the image (id, token or API key). */
+  /** Name of the path parameter that identifies the image (an id, or a token naming it). */
   param: string
   pattern?: string
-  /** The image id the parameter names; undefined means 404. */
-  imageId: (value: string) => string | undefined
-  /** The credential the parameter itself carries, if any. */
+  /** The credential the parameter carries (a token: the image id is its claim); absent: the parameter is the id. */
   credentialFrom?: (value: string) => { apiKey?: string, token?: string }
 }
 
-/** Serves a customized ISO with its short link. */
-export async function serveIso (fastify: FastifyInstance, reply: FastifyReply, target: LinkTarget, expiresAt?: number): Promise<void> {
-  await sendServed(reply, await fastify.images.iso(target, { signal: clientSignal(reply), ...(expiresAt !== undefined ? { expiresAt } : {}) }))
+/** Serves a customized ISO with its short link, which lives as long as the credential it holds. */
+export async function serveIso (fastify: FastifyInstance, reply: FastifyReply, target: LinkTarget, credentialExpiresAt?: number): Promise<void> {
+  await sendServed(reply, await fastify.images.iso(target, { signal: clientSignal(reply), ...(credentialExpiresAt !== undefined ? { credentialExpiresAt } : {}) }))
 }
 
 /** Registers one of the short ISO routes (byid, bytoken, byapikey): they differ only in how the id is found. */
@@ -77,11 +89,11 @@ export function isoRoute (fastify: FastifyInstance, spec: IsoRouteSpec): void {
     const value = request.params[spec.param]!
     const type = ISO_FILENAMES.get(filename)
     if (type === undefined) throw new UnknownFilename(filename)
-    const imageId = spec.imageId(value)
+    const { credential, imageId: claimed, expiresAt } = requestCredential(request, spec.credentialFrom?.(value) ?? {})
+    const imageId = spec.credentialFrom !== undefined ? claimed : value
     if (imageId === undefined) throw new TokenNamesNoImage()
-    const credential = requestCredential(request, spec.credentialFrom?.(value) ?? {})
     const target: LinkTarget = { route: spec.route, imageId, version, arch, type, ...(credential !== undefined ? { credential } : {}) }
-    await serveIso(fastify, reply, target, spec.credentialFrom !== undefined ? jwtExpiry(value) : undefined)
+    await serveIso(fastify, reply, target, expiresAt)
   })
   allowOnlyGetAndHead(fastify, spec.url)
 }

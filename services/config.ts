@@ -1,4 +1,5 @@
 import { availableCpus } from './cluster.ts'
+import { createPublicKey } from 'node:crypto'
 import { accessSync, constants, existsSync, readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { parseOsImageEntries, type OsImageEntry } from './store/os-image-entry.ts'
@@ -49,6 +50,12 @@ export interface Config {
   underPressure: { maxEventLoopDelayMs: number, maxHeapUsedBytes: number }
   shutdownGraceSeconds: number
   shortLinkTtlSeconds: number
+  tokens: {
+    /** assisted-service's EC_PUBLIC_KEY_PEM (P-256): /byapikey/ and api_key tokens are verified with it. */
+    publicKeyPem?: string
+    /** Clock skew allowed when a token's exp or nbf is checked. */
+    clockToleranceSeconds: number
+  }
   /** No OS_IMAGES and no ASSISTED_SERVICE_HOST: serve the built-in demo. */
   demo: boolean
 }
@@ -174,6 +181,7 @@ export function loadConfig (env: Env, cwd = process.cwd()): Config {
   if (redisUrl !== undefined && !/^(redis|rediss|valkey|valkeys):\/\//.test(redisUrl)) {
     problems.push(`REDIS_URL: must be a redis:// or rediss:// URL, got "${redisUrl.replace(/\/\/[^@]*@/, '//…@')}"`)
   }
+  const publicKeyPem = tokenPublicKey(value('EC_PUBLIC_KEY_PEM'), value('EC_PUBLIC_KEY_PEM_FILE'), problems)
   const allowedDomains = (value('ALLOWED_DOMAINS') ?? '').split(',').map(d => d.trim()).filter(d => d !== '')
 
   const config: Config = {
@@ -217,10 +225,46 @@ export function loadConfig (env: Env, cwd = process.cwd()): Config {
     },
     shutdownGraceSeconds: integer('SHUTDOWN_GRACE_PERIOD', 30, 0),
     shortLinkTtlSeconds: integer('SHORT_LINK_TTL', 7 * 24 * 3600, 1),
+    tokens: {
+      ...optional('publicKeyPem', publicKeyPem),
+      clockToleranceSeconds: integer('JWT_CLOCK_TOLERANCE_SECONDS', 60, 0, 3600)
+    },
     demo
   }
   if (problems.length > 0) throw new ConfigError(problems)
   return config
+}
+
+/** The P-256 public key of EC_PUBLIC_KEY_PEM or the file EC_PUBLIC_KEY_PEM_FILE names, as PEM. */
+function tokenPublicKey (pem: string | undefined, file: string | undefined, problems: string[]): string | undefined {
+  if (pem !== undefined && file !== undefined) {
+    problems.push('EC_PUBLIC_KEY_PEM and EC_PUBLIC_KEY_PEM_FILE: set one, not both')
+    return undefined
+  }
+  const name = file !== undefined ? 'EC_PUBLIC_KEY_PEM_FILE' : 'EC_PUBLIC_KEY_PEM'
+  let text = pem
+  if (file !== undefined) {
+    try {
+      text = readFileSync(file, 'utf8')
+    } catch {
+      problems.push(`EC_PUBLIC_KEY_PEM_FILE: cannot read file ${file}`)
+      return undefined
+    }
+  }
+  if (text === undefined) return undefined
+  // A PEM pasted into a one-line variable often carries its newlines as \n.
+  if (!text.includes('\n') && text.includes('\\n')) text = text.replaceAll('\\n', '\n')
+  try {
+    const key = createPublicKey(text)
+    if (key.asymmetricKeyType !== 'ec' || key.asymmetricKeyDetails?.namedCurve !== 'prime256v1') {
+      problems.push(`${name}: must be a P-256 (ES256) key, as assisted-service's local authentication uses`)
+      return undefined
+    }
+    return key.export({ type: 'spki', format: 'pem' }).toString()
+  } catch {
+    problems.push(`${name}: not a PEM public key`)
+    return undefined
+  }
 }
 
 function optional<K extends string, V> (key: K, v: V | undefined): { [P in K]?: V } {

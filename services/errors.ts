@@ -31,6 +31,8 @@ export const TypeNotAvailable = coded('IMG_TYPE_NOT_AVAILABLE', '%s')
 export const ArtifactNotFound = coded('IMG_ARTIFACT_NOT_FOUND', '%s')
 export const InfraEnvNotFound = coded<[]>('INFRA_ENV_NOT_FOUND', 'no such infra-env')
 export const ShortLinkNotFound = coded<[]>('SHORT_LINK_NOT_FOUND', 'unknown or expired link')
+/** A token refused before any upstream call (services/images/tokens.ts says why). */
+export const TokenRefused = coded('TOKEN_REFUSED', '%s')
 
 // Not now: try again later
 export const ImageNotReady = coded<[string, string]>('IMG_NOT_READY', 'OS image %s (%s) is not ready yet')

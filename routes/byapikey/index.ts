@@ -1,7 +1,6 @@
 import type { FastifyInstance } from 'fastify'
-import { imageIdFromJwt } from '../../services/images/credentials.ts'
 import { isoRoute } from '../shared.ts'
 
 export default async function byApiKeyRoutes (fastify: FastifyInstance) {
-  isoRoute(fastify, { route: 'byapikey', url: '/byapikey/:apiKey/:version/:arch/:filename', param: 'apiKey', imageId: imageIdFromJwt, credentialFrom: apiKey => ({ apiKey }) })
+  isoRoute(fastify, { route: 'byapikey', url: '/byapikey/:apiKey/:version/:arch/:filename', param: 'apiKey', credentialFrom: apiKey => ({ apiKey }) })
 }

@@ -12,8 +12,8 @@ export default async function imagesRoutes (fastify: FastifyInstance) {
     config: { limited: true, imageRoute: true }
   }, async function downloadImage (request, reply) {
     const { version, type, arch = 'x86_64' } = request.query
-    const credential = requestCredential(request)
-    await serveIso(fastify, reply, { route: 'images', imageId: request.params.imageId, version, arch, type, ...(credential !== undefined ? { credential } : {}) })
+    const { credential, expiresAt } = requestCredential(request)
+    await serveIso(fastify, reply, { route: 'images', imageId: request.params.imageId, version, arch, type, ...(credential !== undefined ? { credential } : {}) }, expiresAt)
   })
   allowOnlyGetAndHead(fastify, '/images/:imageId')
 
@@ -21,7 +21,7 @@ export default async function imagesRoutes (fastify: FastifyInstance) {
     schema: { params: imageIdParams, querystring: osImageQuery, response: imageRouteResponses },
     config: { limited: true, plainHttp: true, imageRoute: true }
   }, async function downloadPxeInitrd (request, reply) {
-    const credential = requestCredential(request)
+    const { credential } = requestCredential(request)
     await sendServed(reply, await fastify.images.pxeInitrd({
       imageId: request.params.imageId, version: request.query.version, arch: request.query.arch ?? 'x86_64',
       ...(credential !== undefined ? { credential } : {}), signal: clientSignal(reply)
@@ -33,7 +33,7 @@ export default async function imagesRoutes (fastify: FastifyInstance) {
     schema: { params: imageIdParams, querystring: osImageQuery, response: imageRouteResponses },
     config: { limited: true, imageRoute: true }
   }, async function downloadAddrsize (request, reply) {
-    const credential = requestCredential(request)
+    const { credential } = requestCredential(request)
     await sendServed(reply, await fastify.images.addrsize({
       imageId: request.params.imageId, version: request.query.version,
       ...(credential !== undefined ? { credential } : {}), signal: clientSignal(reply)

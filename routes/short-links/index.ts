@@ -20,7 +20,9 @@ export default async function shortLinkRoutes (fastify: FastifyInstance) {
       throw new ShortLinkStoreUnavailable()
     }
     if (target === undefined || ISO_FILENAMES.get(request.params.filename) !== target.type) throw new ShortLinkNotFound()
-    await serveIso(fastify, reply, target)
+    // The same door as the long URL: a link whose token expired answers 401.
+    const { expiresAt } = fastify.admitCredential(target.credential)
+    await serveIso(fastify, reply, target, expiresAt)
   })
   allowOnlyGetAndHead(fastify, URL)
 }

@@ -37,37 +37,3 @@ export function pickCredential (sources: CredentialSources): Credential | undefi
   if (authorization !== undefined) return { kind: 'authorization', value: authorization }
   return undefined
 }
-
-/**
- * The claims of a JWT's payload, which may be base64url or standard base64,
- * padded or not. The signature is not checked here: assisted-service checks it
- * when we forward the token.
- */
-function jwtClaims (token: string): Record<string, unknown> | undefined {
-  const parts = token.split('.')
-  if (parts.length !== 3 || parts[1] === '') return undefined
-  const payload = parts[1]!.replace(/-/g, '+').replace(/_/g, '/').replace(/=+$/, '')
-  if (!/^[A-Za-z0-9+/]+$/.test(payload)) return undefined
-  try {
-    const claims: unknown = JSON.parse(Buffer.from(payload, 'base64').toString('utf8'))
-    return typeof claims === 'object' && claims !== null ? claims as Record<string, unknown> : undefined
-  } catch {
-    return undefined
-  }
-}
-
-/** The image id in a JWT's payload (`sub`, else `infra_env_id`), when it is a valid image id. */
-export function imageIdFromJwt (token: string): string | undefined {
-  const claims = jwtClaims(token)
-  for (const claim of ['sub', 'infra_env_id']) {
-    const value = claims?.[claim]
-    if (typeof value === 'string' && value !== '') return isImageId(value) ? value : undefined
-  }
-  return undefined
-}
-
-/** A JWT's `exp` in milliseconds, when it has one. */
-export function jwtExpiry (token: string): number | undefined {
-  const exp = jwtClaims(token)?.exp
-  return typeof exp === 'number' ? exp * 1000 : undefined
-}

@@ -125,6 +125,9 @@ export const ARTIFACTS = ['rootfs', 'kernel', 'ins-file'] as const
  * links. It owns the cache of recently customized images, so its lifetime is
  * the app's.
  */
+/** How long a link outlives its credential's expiry, answering 401. */
+export const EXPIRED_LINK_KEPT_MS = 24 * 3600_000
+
 export class ImageRequests {
   readonly #deps: ImageRequestsDeps
   readonly #customized = new CustomizedImages()
@@ -135,9 +138,11 @@ export class ImageRequests {
 
   /**
    * The host's ISO (template + Ignition + ramdisk for minimal + kernel
-   * arguments) and its short link, valid until `expiresAt` (default: the link TTL).
+   * arguments) and its short link. The link is kept for the link TTL, or,
+   * when its credential expires, until a while after: it then answers 401
+   * as its long URL does, not 404.
    */
-  async iso (target: LinkTarget, options: { signal?: AbortSignal, expiresAt?: number } = {}): Promise<Served> {
+  async iso (target: LinkTarget, options: { signal?: AbortSignal, credentialExpiresAt?: number } = {}): Promise<Served> {
     const { store, source } = this.#deps
     const { imageId, version, arch, type, credential } = target
     const entry = resolveIsoEntry(store, version, arch, type)
@@ -151,7 +156,8 @@ export class ImageRequests {
     ])
     if (ramdisk !== undefined) requireNmstate(entry, prepared)
     const image = this.#customized.get(template, { ignition: ignition.data, ...(ramdisk !== undefined ? { ramdisk } : {}), kargs })
-    const code = await this.#deps.mintLink(target, options.expiresAt ?? Date.now() + this.#deps.linkTtlMs)
+    const expires = options.credentialExpiresAt !== undefined ? options.credentialExpiresAt + EXPIRED_LINK_KEPT_MS : Date.now() + this.#deps.linkTtlMs
+    const code = await this.#deps.mintLink(target, expires)
     return {
       image,
       lastModified: ignition.lastModified ?? prepared.lastModified,

@@ -42,6 +42,7 @@ t.test('statuses, Retry-After and the upstream pass-through', async t => {
     IMG_ARTIFACT_NOT_FOUND: 404,
     INFRA_ENV_NOT_FOUND: 404,
     SHORT_LINK_NOT_FOUND: 404,
+    TOKEN_REFUSED: 401,
     CLIENT_GONE: 499
   }, 'the client errors (499: the client left, as nginx logs it)')
   t.equal(statusOf.get('UPSTREAM_TIMEOUT'), 504)
