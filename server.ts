@@ -3,7 +3,7 @@ import cluster from 'node:cluster'
 import { readFileSync } from 'node:fs'
 import { mkdir, stat, unlink, writeFile } from 'node:fs/promises'
 import module from 'node:module'
-import { join, resolve, sep } from 'node:path'
+import { dirname, join, resolve, sep } from 'node:path'
 import http from 'node:http'
 import https from 'node:https'
 import type { AddressInfo } from 'node:net'
@@ -164,15 +164,31 @@ export async function checkDataDir (dir: string): Promise<void> {
  * directory: a process that finds them there never loads the TypeScript
  * stripper, about 30 MiB of every process's memory. NODE_COMPILE_CACHE picks
  * the directory (the container image ships one filled at build time); else
- * Node's default under the temporary directory. Returns the directory, for the workers.
+ * Node's default under the temporary directory. Returns the directory, for the workers
+ * (deploy/compile-cache.mjs finds one for a UID the image's cache was not warmed as).
  */
 function useCompileCache (): string | undefined {
-  const { directory } = module.enableCompileCache()
-  return directory
+  module.enableCompileCache()
+  // The directory in use is NODE_COMPILE_CACHE's subdirectory named after Node's version and the uid; the
+  // workers are handed its parent, or Node would nest another such subdirectory in it.
+  const directory = module.getCompileCacheDir()
+  return directory === undefined ? undefined : dirname(directory)
+}
+
+/**
+ * OpenShift runs the service as an arbitrary UID in group 0 and shares a volume through that group, so
+ * what the service writes gives the group the owner's permissions (files 0664, directories 0775, short
+ * links 0660/0770) and another UID of the group can read and replace it. One umask rather than a mode at
+ * every write: downloads, sidecars, the demo's files and short links alike. Others keep the umask's restrictions.
+ */
+function shareWithGroup (): void {
+  const previous = process.umask(0o077)
+  process.umask(previous & ~0o070)
 }
 
 async function main (): Promise<void> {
   const compileCache = useCompileCache()
+  shareWithGroup()
   let config: Config
   try {
     config = loadConfig(processEnv())

@@ -7,6 +7,7 @@
 // every UID (deploy/compile-cache.mjs lets an arbitrary one use it).
 import { spawn } from 'node:child_process'
 import { chmod, mkdtemp, readdir, rm } from 'node:fs/promises'
+import module from 'node:module'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -45,6 +46,8 @@ export async function warmCompileCache (cacheDir: string): Promise<void> {
     await exited
     await rm(dataDir, { recursive: true, force: true })
   }
+  // This process's own modules too, now rather than at its exit, after the files are made readable.
+  module.flushCompileCache()
   for (const entry of await readdir(cacheDir, { recursive: true, withFileTypes: true })) {
     await chmod(join(entry.parentPath, entry.name), entry.isDirectory() ? 0o755 : 0o644)
   }

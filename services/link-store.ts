@@ -20,8 +20,9 @@ export const LINK_ID = /^[0-9a-f]{64}$/
 const PRUNE_EVERY_MS = 10 * 60_000
 
 /**
- * One small file per link under a directory in DATA_DIR (mode 0700, files
- * 0600). Safe for many processes and for replicas sharing a volume: each link
+ * One small file per link under a directory in DATA_DIR (mode 0770, files
+ * 0660: the owner and its group, which replicas of other UIDs share, never
+ * others). Safe for many processes and for replicas sharing a volume: each link
  * is written once to a temporary name and linked into place (the first one
  * wins, nothing is rewritten), and expired files are removed lazily.
  */
@@ -51,11 +52,11 @@ export class FileLinkStore implements LinkStore {
 
   async put (id: string, record: Buffer, expires: number): Promise<void> {
     if (!LINK_ID.test(id)) throw new RangeError('invalid link id')
-    await mkdir(this.#dir, { recursive: true, mode: 0o700 })
+    await mkdir(this.#dir, { recursive: true, mode: 0o770 })
     const final = join(this.#dir, id)
     const temp = join(this.#dir, `.${id}.${randomBytes(6).toString('hex')}.tmp`)
     try {
-      await writeFile(temp, JSON.stringify({ expires, record: record.toString('base64') }), { mode: 0o600 })
+      await writeFile(temp, JSON.stringify({ expires, record: record.toString('base64') }), { mode: 0o660 })
       try {
         await link(temp, final)
       } catch (err) {
@@ -82,14 +83,14 @@ export class FileLinkStore implements LinkStore {
   }
 
   async secret (): Promise<Buffer> {
-    await mkdir(this.#dir, { recursive: true, mode: 0o700 })
+    await mkdir(this.#dir, { recursive: true, mode: 0o770 })
     const path = join(this.#dir, 'secret')
     const existing = await readFile(path, 'utf8').catch(() => undefined)
     if (existing !== undefined && /^[0-9a-f]{64}$/.test(existing.trim())) return Buffer.from(existing.trim(), 'hex')
     // Created once: linked into place, so two processes starting together agree on one.
     const temp = `${path}.${randomBytes(6).toString('hex')}.tmp`
     try {
-      await writeFile(temp, randomBytes(32).toString('hex'), { mode: 0o600 })
+      await writeFile(temp, randomBytes(32).toString('hex'), { mode: 0o660 })
       await link(temp, path).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'EEXIST') throw err })
     } finally {
       await unlink(temp).catch(() => {})

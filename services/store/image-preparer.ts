@@ -294,7 +294,7 @@ function isElf (data: Buffer): boolean {
 async function writeAtomically (path: string, data: Buffer): Promise<void> {
   const temp = `${path}.${randomBytes(4).toString('hex')}.part`
   try {
-    await writeFile(temp, data, { mode: 0o644 })
+    await writeFile(temp, data)
     await rename(temp, path)
   } catch (err) {
     await unlink(temp).catch(() => {})

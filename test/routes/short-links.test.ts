@@ -40,10 +40,10 @@ t.test('a 250+ character /byapikey/ URL gets a short link that serves identical 
   t.equal((await app.inject(longUrl)).headers.link, long.headers.link, 'minted once per target')
   t.equal((await app.inject(path.replace('minimal.iso', 'full.iso'))).statusCode, 404, 'the filename must match')
   t.equal((await app.inject(`/s/${'A'.repeat(22)}/minimal.iso`)).statusCode, 404, 'unknown code')
-  t.equal(statSync(`${dataDir}/short-links`).mode & 0o777, 0o700, 'the link store is the owner\'s only')
+  t.equal(statSync(`${dataDir}/short-links`).mode & 0o707, 0o700, 'the link store is the owner\'s (and its group\'s), never others\'')
   const records = readdirSync(`${dataDir}/short-links`).filter(n => /^[0-9a-f]{64}$/.test(n))
   t.equal(records.length, 1, 'one sealed record')
-  t.equal(statSync(`${dataDir}/short-links/${records[0]}`).mode & 0o777, 0o600)
+  t.equal(statSync(`${dataDir}/short-links/${records[0]}`).mode & 0o707, 0o600)
   const stored = readFileSync(`${dataDir}/short-links/${records[0]}`, 'utf8')
   t.notOk(stored.includes(apiKey) || stored.includes(ID) || records[0]!.includes(path.split('/')[2]!), 'neither the credential, the id nor the code is readable in the store')
 
