@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin'
-import { Counter } from 'prom-client'
+import { Counter, Histogram } from 'prom-client'
 import { AssistedClient } from '../services/upstream/assisted-client.ts'
 import { CachedInfraEnvSource } from '../services/upstream/cached-source.ts'
 import type { InfraEnvSource } from '../services/upstream/infra-env-source.ts'
@@ -17,6 +17,13 @@ export default fp(async function assistedClientPlugin (fastify) {
   const { assistedService, infraEnvsDir, proxy, upstreamCacheTtlSeconds } = fastify.config
   const calls = new Counter({ name: `${METRIC_PREFIX}upstream_calls_total`, help: 'assisted-service calls by endpoint and status', labelNames: ['endpoint', 'status'] as const, registers: [fastify.metricsRegistry] })
   const hits = new Counter({ name: `${METRIC_PREFIX}upstream_cache_hits_total`, help: 'assisted-service answers served from the cache or a coalesced call', labelNames: ['endpoint'] as const, registers: [fastify.metricsRegistry] })
+  const latency = new Histogram({
+    name: `${METRIC_PREFIX}upstream_request_duration_seconds`,
+    help: 'assisted-service call duration by endpoint',
+    labelNames: ['endpoint'] as const,
+    buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+    registers: [fastify.metricsRegistry]
+  })
   let source: InfraEnvSource
   if (assistedService.host !== undefined) {
     source = new AssistedClient({
@@ -26,7 +33,7 @@ export default fp(async function assistedClientPlugin (fastify) {
       proxy,
       timeoutMs: assistedService.timeoutSeconds * 1000,
       maxBodyBytes: assistedService.maxBodyBytes,
-      onCall: (endpoint, status) => calls.inc({ endpoint, status })
+      onCall: (endpoint, status, seconds) => { calls.inc({ endpoint, status }); latency.observe({ endpoint }, seconds) }
     })
   } else if (infraEnvsDir !== undefined) {
     source = new LocalInfraEnvSource(infraEnvsDir)

@@ -61,6 +61,16 @@ export default fp<ImageStoreOptions>(async function imageStorePlugin (fastify, o
       for (const group of store.groups) this.set({ version: group.version, arch: group.cpuArchitecture }, store.refusal(store.keyOf(group)) !== undefined ? 1 : 0)
     }
   })
+  void new Gauge({
+    name: `${METRIC_PREFIX}os_image_ready`,
+    help: 'Whether each configured OS image is ready to serve (1) or not yet (0)',
+    labelNames: ['version', 'arch'],
+    registers: [registry],
+    aggregator: 'max',
+    collect () {
+      for (const group of store.groups) this.set({ version: group.version, arch: group.cpuArchitecture }, store.isReady(store.keyOf(group)) ? 1 : 0)
+    }
+  })
   const log = fastify.log.child({ component: 'image-store' })
   const mapper = await chooseFileAccess(fastify.config.mmapImageFiles, log)
   const store = new ImageStore({

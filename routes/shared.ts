@@ -1,4 +1,4 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyContextConfig, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-to-ts'
 import { imageRouteResponses, isoPathParams } from './schemas.ts'
 import { ISO_FILENAMES, type Served } from '../services/images/image-requests.ts'
@@ -50,7 +50,7 @@ export async function sendServed (reply: FastifyReply, served: Served): Promise<
 }
 
 /** Other methods on an image URL: 405 with Allow (upstream served the ISO to any method). */
-export function allowOnlyGetAndHead (fastify: FastifyInstance, url: string, config: { plainHttp?: boolean } = {}): void {
+export function allowOnlyGetAndHead (fastify: FastifyInstance, url: string, config: Pick<FastifyContextConfig, 'plainHttp' | 'metricsHandler'> = {}): void {
   const methods = ['POST', 'PUT', 'DELETE', 'PATCH']
   // With CORS on, OPTIONS belongs to the preflight handler.
   if (fastify.config.allowedDomains.length === 0) methods.push('OPTIONS')
@@ -69,6 +69,8 @@ export interface IsoRouteSpec {
   url: string
   /** Name of the path parameter that identifies the image (an id, or a token naming it). */
   param: string
+  /** Upstream's `handler` label for the route. */
+  metricsHandler: string
   pattern?: string
   /** The credential the parameter carries (a token: the image id is its claim); absent: the parameter is the id. */
   credentialFrom?: (value: string) => { apiKey?: string, token?: string }
@@ -83,7 +85,7 @@ export async function serveIso (fastify: FastifyInstance, reply: FastifyReply, t
 export function isoRoute (fastify: FastifyInstance, spec: IsoRouteSpec): void {
   fastify.withTypeProvider<JsonSchemaToTsProvider>().get(spec.url, {
     schema: { params: isoPathParams(spec.param, spec.pattern), response: imageRouteResponses },
-    config: { limited: true, imageRoute: true }
+    config: { limited: true, imageRoute: true, metricsHandler: spec.metricsHandler }
   }, async function downloadIso (request, reply) {
     const { version, arch, filename } = request.params
     const value = request.params[spec.param]!
@@ -95,5 +97,5 @@ export function isoRoute (fastify: FastifyInstance, spec: IsoRouteSpec): void {
     const target: LinkTarget = { route: spec.route, imageId, version, arch, type, ...(credential !== undefined ? { credential } : {}) }
     await serveIso(fastify, reply, target, expiresAt)
   })
-  allowOnlyGetAndHead(fastify, spec.url)
+  allowOnlyGetAndHead(fastify, spec.url, { metricsHandler: spec.metricsHandler })
 }

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs'
 import os from 'node:os'
+import type { MetricObjectWithValues, MetricValue, Registry } from 'prom-client'
 import type { StoreFollower } from './store/image-store.ts'
 
 /**
@@ -23,6 +24,9 @@ export type ClusterMessage =
   | { type: 'ais:serving', keys: string[] }
   | { type: 'ais:metrics-request', id: number }
   | { type: 'ais:metrics-response', id: number, text: string }
+  /** The primary asks each worker for its registry's metrics, to aggregate them with its own. */
+  | { type: 'ais:registry-request', id: number }
+  | { type: 'ais:registry-response', id: number, metrics: MetricObjectWithValues<MetricValue<string>>[] }
 
 function isMessage (value: unknown): value is ClusterMessage {
   return typeof value === 'object' && value !== null && typeof (value as { type?: unknown }).type === 'string' && (value as { type: string }).type.startsWith('ais:')
@@ -115,6 +119,16 @@ export function primaryMetrics (timeoutMs = 5000): Promise<string> {
     const timer = setTimeout(() => { process.off('message', onMessage); reject(new Error('the primary did not send metrics in time')) }, timeoutMs)
     process.on('message', onMessage)
     process.send!({ type: 'ais:metrics-request', id } satisfies ClusterMessage)
+  })
+}
+
+/** In a worker: answers the primary's requests for this process's metrics. */
+export function answerRegistryRequests (registry: Registry): void {
+  process.on('message', (message: unknown) => {
+    if (!isMessage(message) || message.type !== 'ais:registry-request') return
+    void registry.getMetricsAsJSON().then(
+      metrics => process.send!({ type: 'ais:registry-response', id: message.id, metrics } satisfies ClusterMessage),
+      () => process.send!({ type: 'ais:registry-response', id: message.id, metrics: [] } satisfies ClusterMessage))
   })
 }
 

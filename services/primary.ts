@@ -1,10 +1,10 @@
 import cluster, { type Worker } from 'node:cluster'
 import module from 'node:module'
-import { AggregatorRegistry, Registry } from 'prom-client'
+import { AggregatorRegistry, Counter, Registry, type MetricObjectWithValues, type MetricValue } from 'prom-client'
 import type { Config } from './config.ts'
 import { isMessage, ServingBook, type ClusterMessage } from './cluster.ts'
 import { createLogger } from './logger.ts'
-import { downloadMetrics } from './metrics.ts'
+import { downloadMetrics, METRIC_PREFIX, processMemoryMetrics } from './metrics.ts'
 import { ImageStore } from './store/image-store.ts'
 
 /**
@@ -28,12 +28,13 @@ function workerExecArgv (execArgv: readonly string[]): string[] {
 export async function runPrimary (config: Config, workerEnv: Record<string, string> = {}): Promise<void> {
   const log = createLogger(config).child({ role: 'primary' })
   const registry = new Registry()
+  processMemoryMetrics(registry, 'primary')
+  const restarts = new Counter({ name: `${METRIC_PREFIX}worker_restarts_total`, help: 'Workers that died and were replaced', registers: [registry] })
   const store = new ImageStore({
     config,
     log: { info: (o, m) => log.info(o, m), warn: (o, m) => log.warn(o, m), error: (o, m) => log.error(o, m) },
     metrics: { ...downloadMetrics(registry), readyChanged: () => {} }
   })
-  const aggregator = new AggregatorRegistry()
   // Workers see the configuration the primary settled on (the demo's images and InfraEnvs included).
   const env: Record<string, string> = {
     ...workerEnv,
@@ -58,6 +59,7 @@ export async function runPrimary (config: Config, workerEnv: Record<string, stri
   const workers = (): Worker[] => Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined)
   let stopping = false
   const book = new ServingBook()
+  const scrapes = new ClusterScrapes()
   const broadcast = (message: ClusterMessage): void => { for (const worker of workers()) if (worker.isConnected()) worker.send(message) }
   let serving = ''
   const updateServing = (): void => {
@@ -76,9 +78,10 @@ export async function runPrimary (config: Config, workerEnv: Record<string, stri
   cluster.on('message', (worker, message: unknown) => {
     if (!isMessage(message)) return
     if (message.type === 'ais:prepared') { book.prepared(worker.id, message.key, message.ready); updateServing(); return }
+    if (message.type === 'ais:registry-response') { scrapes.answered(worker.id, message.id, message.metrics); return }
     if (message.type !== 'ais:metrics-request') return
-    void Promise.all([aggregator.clusterMetrics(), registry.metrics()]).then(
-      ([all, own]) => worker.send({ type: 'ais:metrics-response', id: message.id, text: `${all}\n${own}` } satisfies ClusterMessage),
+    void scrapes.collect(workers(), registry).then(
+      text => worker.send({ type: 'ais:metrics-response', id: message.id, text } satisfies ClusterMessage),
       (err: unknown) => log.error({ error: (err as Error).message }, 'cannot aggregate worker metrics'))
   })
   cluster.on('exit', (worker, code, signal) => {
@@ -86,6 +89,7 @@ export async function runPrimary (config: Config, workerEnv: Record<string, stri
     if (stopping) return
     updateServing()
     log.error({ worker: worker.id, code, signal }, 'worker died; starting another')
+    restarts.inc()
     cluster.fork(env)
   })
   await store.start()
@@ -109,3 +113,38 @@ export async function runPrimary (config: Config, workerEnv: Record<string, stri
   process.once('SIGINT', () => stop('SIGINT'))
 }
 
+
+type RegistryJson = MetricObjectWithValues<MetricValue<string>>[]
+
+/**
+ * /metrics of a cluster: every worker's registry and the primary's own, aggregated by prom-client
+ * (its gauges by their `aggregator`), so that a family the primary and the workers share has one
+ * header. A worker that does not answer in time is left out of that scrape.
+ */
+class ClusterScrapes {
+  #next = 0
+  readonly #pending = new Map<number, (workerId: number, metrics: RegistryJson) => void>()
+
+  async collect (workers: Worker[], own: Registry, timeoutMs = 5000): Promise<string> {
+    const id = ++this.#next
+    const asked = workers.filter(w => w.isConnected())
+    const answers: RegistryJson[] = [await own.getMetricsAsJSON()]
+    await new Promise<void>(resolve => {
+      const waiting = new Set(asked.map(w => w.id))
+      const finish = (): void => { clearTimeout(timer); this.#pending.delete(id); resolve() }
+      const timer = setTimeout(finish, timeoutMs)
+      this.#pending.set(id, (workerId, metrics) => {
+        if (!waiting.delete(workerId)) return
+        answers.push(metrics)
+        if (waiting.size === 0) finish()
+      })
+      if (waiting.size === 0) finish()
+      for (const worker of asked) worker.send({ type: 'ais:registry-request', id } satisfies ClusterMessage)
+    })
+    return await AggregatorRegistry.aggregate(answers).metrics()
+  }
+
+  answered (workerId: number, id: number, metrics: RegistryJson): void {
+    this.#pending.get(id)?.(workerId, metrics)
+  }
+}

@@ -3,23 +3,28 @@ import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-
 import { allowOnlyGetAndHead, clientSignal, requestCredential, sendServed, serveIso } from '../shared.ts'
 import { imageIdParams, imageRouteResponses, isoQuery, osImageQuery } from '../schemas.ts'
 
+// Upstream's handler labels.
+const LONG = '/images/:imageID'
+const PXE_INITRD = '/images/:imageID/pxe-initrd'
+const ADDRSIZE = '/images/:imageID/s390x-initrd-addrsize'
+
 export default async function imagesRoutes (fastify: FastifyInstance) {
   const app = fastify.withTypeProvider<JsonSchemaToTsProvider>()
 
   /** Deprecated long form of the ISO routes. */
   app.get('/images/:imageId', {
     schema: { params: imageIdParams, querystring: isoQuery, response: imageRouteResponses },
-    config: { limited: true, imageRoute: true }
+    config: { limited: true, imageRoute: true, metricsHandler: LONG }
   }, async function downloadImage (request, reply) {
     const { version, type, arch = 'x86_64' } = request.query
     const { credential, expiresAt } = requestCredential(request)
     await serveIso(fastify, reply, { route: 'images', imageId: request.params.imageId, version, arch, type, ...(credential !== undefined ? { credential } : {}) }, expiresAt)
   })
-  allowOnlyGetAndHead(fastify, '/images/:imageId')
+  allowOnlyGetAndHead(fastify, '/images/:imageId', { metricsHandler: LONG })
 
   app.get('/images/:imageId/pxe-initrd', {
     schema: { params: imageIdParams, querystring: osImageQuery, response: imageRouteResponses },
-    config: { limited: true, plainHttp: true, imageRoute: true }
+    config: { limited: true, plainHttp: true, imageRoute: true, metricsHandler: PXE_INITRD }
   }, async function downloadPxeInitrd (request, reply) {
     const { credential } = requestCredential(request)
     await sendServed(reply, await fastify.images.pxeInitrd({
@@ -27,11 +32,11 @@ export default async function imagesRoutes (fastify: FastifyInstance) {
       ...(credential !== undefined ? { credential } : {}), signal: clientSignal(reply)
     }))
   })
-  allowOnlyGetAndHead(fastify, '/images/:imageId/pxe-initrd', { plainHttp: true })
+  allowOnlyGetAndHead(fastify, '/images/:imageId/pxe-initrd', { plainHttp: true, metricsHandler: PXE_INITRD })
 
   app.get('/images/:imageId/s390x-initrd-addrsize', {
     schema: { params: imageIdParams, querystring: osImageQuery, response: imageRouteResponses },
-    config: { limited: true, imageRoute: true }
+    config: { limited: true, imageRoute: true, metricsHandler: ADDRSIZE }
   }, async function downloadAddrsize (request, reply) {
     const { credential } = requestCredential(request)
     await sendServed(reply, await fastify.images.addrsize({
@@ -39,5 +44,5 @@ export default async function imagesRoutes (fastify: FastifyInstance) {
       ...(credential !== undefined ? { credential } : {}), signal: clientSignal(reply)
     }))
   })
-  allowOnlyGetAndHead(fastify, '/images/:imageId/s390x-initrd-addrsize')
+  allowOnlyGetAndHead(fastify, '/images/:imageId/s390x-initrd-addrsize', { metricsHandler: ADDRSIZE })
 }

@@ -11,7 +11,7 @@ const URL = '/s/:code/:filename'
 export default async function shortLinkRoutes (fastify: FastifyInstance) {
   fastify.withTypeProvider<JsonSchemaToTsProvider>().get(URL, {
     schema: { params: shortLinkParams, response: imageRouteResponses },
-    config: { limited: true, imageRoute: true }
+    config: { limited: true, imageRoute: true, metricsHandler: '/s/:code' }
   }, async function downloadByShortLink (request, reply) {
     let target
     try {
@@ -24,5 +24,5 @@ export default async function shortLinkRoutes (fastify: FastifyInstance) {
     const { expiresAt } = fastify.admitCredential(target.credential)
     await serveIso(fastify, reply, target, expiresAt)
   })
-  allowOnlyGetAndHead(fastify, URL)
+  allowOnlyGetAndHead(fastify, URL, { metricsHandler: '/s/:code' })
 }

@@ -15,8 +15,8 @@ export interface AssistedClientOptions extends Omit<OutboundOptions, 'insecureSk
   timeoutMs?: number
   /** Largest Ignition or ramdisk body read (default 8 MiB); the infra-env document gets 1 MiB. */
   maxBodyBytes?: number
-  /** Called after every upstream call with the endpoint and the status (or 'error'). */
-  onCall?: (endpoint: Endpoint, status: string) => void
+  /** Called after every upstream call with the endpoint, the status (or 'error') and how long it took. */
+  onCall?: (endpoint: Endpoint, status: string, seconds: number) => void
 }
 
 const API = '/api/assisted-install/v2/infra-envs'
@@ -53,6 +53,8 @@ export class AssistedClient implements InfraEnvSource {
     if (credential?.kind === 'authorization') headers.Authorization = credential.value
     const limit = endpoint === 'infra-env' ? 1 << 20 : this.#maxBodyBytes
     let tooLarge = false
+    const startedAt = performance.now()
+    const took = (): number => (performance.now() - startedAt) / 1000
     try {
       const request = got(url, {
         headers,
@@ -71,10 +73,10 @@ export class AssistedClient implements InfraEnvSource {
         if (transferred > limit || (total ?? 0) > limit) stop()
       })
       const response = await request
-      this.#onCall?.(endpoint, String(response.statusCode))
+      this.#onCall?.(endpoint, String(response.statusCode), took())
       return response
     } catch (err) {
-      this.#onCall?.(endpoint, tooLarge ? 'too-large' : 'error')
+      this.#onCall?.(endpoint, tooLarge ? 'too-large' : 'error', took())
       if (tooLarge) throw new UpstreamTooLarge(limit, endpoint)
       if (signal?.aborted === true) throw err
       if (err instanceof TimeoutError) throw new UpstreamTimeout()

@@ -28,16 +28,16 @@ t.test('/health follows the image store: 503 with what is pending, 200 once ever
   t.same(res.json(), { status: 'ready' })
 })
 
-t.test('/metrics uses our names, buckets and route patterns', async t => {
+t.test('/metrics uses upstream\'s names and buckets, with route patterns as handlers', async t => {
   const { app } = await build(t)
   app.get('/bytoken/:token/probe', async () => 'x')
   await app.inject('/bytoken/SECRET-TOKEN-123/probe')
   await app.inject('/live')
   const res = await app.inject('/metrics')
   t.equal(res.statusCode, 200)
-  t.match(res.body, /assisted_image_service_request_duration_seconds_bucket\{le="600",method="GET",route="\/bytoken\/:token\/probe",status="200"\} 1/)
-  t.match(res.body, /assisted_image_service_response_size_bytes_bucket\{le="1000000",route="\/live",method="GET",status="200"\} 1/)
-  t.match(res.body, /assisted_image_service_in_flight_requests/)
+  t.match(res.body, /assisted_image_service_http_request_duration_seconds_bucket\{le="600",service="",handler="\/bytoken\/:token\/probe",method="GET",code="200"\} 1/)
+  t.match(res.body, /assisted_image_service_http_response_size_bytes_bucket\{le="1000000",service="",handler="\/live",method="GET",code="200"\} 1/)
+  t.match(res.body, /assisted_image_service_http_requests_inflight/)
   t.match(res.body, /assisted_image_service_process_cpu_seconds_total/)
   t.notMatch(res.body, /SECRET-TOKEN-123/)
 })

@@ -24,7 +24,7 @@ t.test('two workers: readiness, aggregated metrics, shared short links, SIGTERM 
 
   for (let i = 0; i < 9; i++) t.equal((await fetch(`${base}/health`, { headers: { connection: 'close' } })).status, 200)
   const metrics = await (await fetch(`${base}/metrics`, { headers: { connection: 'close' } })).text()
-  const count = Number(/assisted_image_service_request_duration_seconds_count\{method="GET",route="\/health",status="200"\} (\d+)/.exec(metrics)?.[1])
+  const count = Number(/assisted_image_service_http_request_duration_seconds_count\{service="",handler="\/health",method="GET",code="200"\} (\d+)/.exec(metrics)?.[1])
   t.ok(count >= 10, `/metrics counts the /health requests of both workers (${count})`)
   t.match(metrics, /^assisted_image_service_os_images_ready 1$/m, 'a per-image gauge is not multiplied by the workers')
   t.match(metrics, /^assisted_image_service_os_image_download_bytes_total \d+$/m, 'the primary\'s download counters are there once')

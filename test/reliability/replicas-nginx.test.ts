@@ -81,7 +81,7 @@ async function artifactRequests (ports: number[]): Promise<number> {
   let total = 0
   for (const port of ports) {
     const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
-    for (const m of text.matchAll(/request_duration_seconds_count\{method="GET",route="\/boot-artifacts\/:artifact"[^}]*\} (\d+)/g)) total += Number(m[1])
+    for (const m of text.matchAll(/http_request_duration_seconds_count\{service="",handler="\/boot-artifacts\/[^"]+",method="GET"[^}]*\} (\d+)/g)) total += Number(m[1])
   }
   return total
 }
