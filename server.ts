@@ -162,7 +162,7 @@ export async function checkDataDir (dir: string): Promise<void> {
 /**
  * Node keeps the modules it compiled (TypeScript already stripped) in a cache
  * directory: a process that finds them there never loads the TypeScript
- * stripper, about 30 MiB of every process's memory. NODE_COMPILE_CACHE picks
+ * stripper, about 25 MiB of every process's memory. NODE_COMPILE_CACHE picks
  * the directory (the container image ships one filled at build time); else
  * Node's default under the temporary directory. Returns the directory, for the workers
  * (deploy/compile-cache.mjs finds one for a UID the image's cache was not warmed as).
