@@ -3,7 +3,7 @@
 import t, { type Test } from 'tap'
 import { spawnSync } from 'node:child_process'
 import { copyFileSync, readFileSync, writeFileSync } from 'node:fs'
-import { parse, stringify } from 'yaml'
+import { parse, parseAllDocuments, stringify } from 'yaml'
 import { jwt } from '../fixtures/fake-assisted.ts'
 import { routeIsos, S390X_VERSION, startService, X86_VERSION } from '../fixtures/service.ts'
 import { startServerProcess, untilHealthy } from '../fixtures/server-process.ts'
@@ -173,5 +173,17 @@ t.test('every metric the dashboard and the alerts query is one the service expos
     const names = metricsOf(expr)
     t.ok(names.length > 0, `${where} reads a metric of the service`)
     for (const name of names) t.ok(seen.has(name), `${where}: ${name} is exposed`)
+  }
+})
+
+t.test('the ServiceMonitor selects the Service of deploy/kubernetes.yaml and scrapes its port', async t => {
+  const docs = parseAllDocuments(readFileSync(new URL('../kubernetes.yaml', DEPLOY), 'utf8')).map(d => d.toJS() as { kind: string, metadata: { labels?: Record<string, string> }, spec: { ports?: Array<{ name: string }> } })
+  const service = docs.find(d => d.kind === 'Service')!
+  const monitor = parse(readFileSync(new URL('service-monitor.yaml', DEPLOY), 'utf8')) as { kind: string, spec: { selector: { matchLabels: Record<string, string> }, endpoints: Array<{ port: string, path: string }> } }
+  t.equal(monitor.kind, 'ServiceMonitor')
+  t.match(service.metadata.labels, monitor.spec.selector.matchLabels, 'the selector matches the Service\'s labels')
+  for (const endpoint of monitor.spec.endpoints) {
+    t.ok(service.spec.ports?.some(p => p.name === endpoint.port), `port ${endpoint.port} is a named port of the Service`)
+    t.equal(endpoint.path, '/metrics')
   }
 })
