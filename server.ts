@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net'
 import type { Logger } from 'pino'
 import type { AppOptions } from './app.ts'
 import { ConfigError, loadConfig, processEnv, type Config } from './services/config.ts'
-import { createLogger } from './services/logger.ts'
+import { createLogger } from './services/observe/logger.ts'
 
 export { createLogger }
 
@@ -48,11 +48,11 @@ export async function buildServer (config: Config, options: ServerOptions = {}):
   const { tls, httpListenPort, listenPort } = config
   // Loaded here, not at the top: a cluster's primary never serves HTTP and need not hold the HTTP stack.
   const [{ default: Fastify, LogController }, { appPlugin }, { markRestrictedPlainHttp }, { errorBody, schemaErrorFormatter }] = await Promise.all([
-    import('fastify'), import('./app.ts'), import('./plugins/plain-http.ts'), import('./plugins/errors.ts')
+    import('fastify'), import('./app.ts'), import('./plugins/app/plain-http.ts'), import('./plugins/app/errors.ts')
   ])
   const fastify = Fastify({
     loggerInstance: options.logger ?? createLogger(config),
-    // plugins/request-log.ts writes the one log line per request (redacted, with bytes and duration).
+    // plugins/app/request-log.ts writes the one log line per request (redacted, with bytes and duration).
     logController: new LogController({ disableRequestLogging: true }),
     connectionTimeout: 0,
     // Fastify's own answer to an undecodable URL echoes the URL, credentials included: say less.
@@ -201,7 +201,7 @@ async function main (): Promise<void> {
   }
   if (cluster.isWorker) {
     const [{ followPrimary, primaryMetrics }, { LARGE_BUFFER_BUDGET, setReadBufferBudget }] = await Promise.all([
-      import('./services/cluster.ts'), import('./services/compose/composed-image.ts')
+      import('./services/process/cluster.ts'), import('./services/compose/composed-image.ts')
     ])
     // A worker serves what the primary prepares; the primary answered for DATA_DIR and the demo.
     // The read-buffer budget bounds the whole service's memory, so the workers share it.
@@ -211,7 +211,7 @@ async function main (): Promise<void> {
     module.flushCompileCache()
     return
   }
-  const demo = config.demo ? await import('./services/demo.ts') : undefined
+  const demo = config.demo ? await import('./services/coreos/demo.ts') : undefined
   try {
     await checkDataDir(config.dataDir)
     if (demo !== undefined) config = await demo.prepareDemo(config)
@@ -222,7 +222,7 @@ async function main (): Promise<void> {
   const scheme = config.tls !== undefined ? 'https' : 'http'
   // Port 0 (tests) asks for a port of the OS's choosing: one process, so there is one such port.
   if (config.workers > 1 && config.listenPort !== 0) {
-    const { runPrimary } = await import('./services/primary.ts')
+    const { runPrimary } = await import('./services/process/primary.ts')
     await runPrimary(config, compileCache !== undefined ? { NODE_COMPILE_CACHE: compileCache } : {})
     if (demo !== undefined) process.stdout.write(demo.demoInstructions(`${scheme}://localhost:${config.listenPort}`))
     return

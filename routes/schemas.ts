@@ -5,7 +5,7 @@ import { IMAGE_ID_PATTERN } from '../services/images/credentials.ts'
 
 export const UUID = '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
 
-/** The `{ code, message }` body of every error answer (plugins/errors.ts). */
+/** The `{ code, message }` body of every error answer (plugins/app/errors.ts). */
 export const errorBody = {
   type: 'object',
   required: ['code', 'message'],
@@ -13,7 +13,7 @@ export const errorBody = {
   additionalProperties: false
 } as const
 
-/** Error answers an image route may give; its 200/206 bodies are images, written by plugins/send-image.ts. */
+/** Error answers an image route may give; its 200/206 bodies are images, written by plugins/app/send-image.ts. */
 export const imageRouteResponses = { '4xx': errorBody, '5xx': errorBody } as const
 
 /** Path of the short ISO routes: `/{byid|bytoken|byapikey}/{first}/{version}/{arch}/{filename}`. */

@@ -3,10 +3,10 @@ import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-
 import { imageRouteResponses, isoPathParams } from './schemas.ts'
 import { ISO_FILENAMES, type Served } from '../services/images/image-requests.ts'
 import { ClientGone, TokenNamesNoImage, UnknownFilename } from '../services/errors.ts'
-import type { LinkTarget } from '../services/short-links.ts'
+import type { LinkTarget } from '../services/links/short-links.ts'
 import { pickCredential } from '../services/images/credentials.ts'
 import type { Credential } from '../services/upstream/infra-env-source.ts'
-import { errorBody } from '../plugins/errors.ts'
+import { errorBody } from '../plugins/app/errors.ts'
 
 /** Aborted when the client goes away before the response is complete: cancels upstream calls. */
 export function clientSignal (reply: FastifyReply): AbortSignal {

@@ -3,7 +3,7 @@ import createError from '@fastify/error'
 /**
  * Every coded error the service raises, in one catalog, made the way Fastify
  * makes its own (@fastify/error: a code, a message format, `instanceof` per
- * code). Services throw these and know nothing of HTTP: plugins/errors.ts
+ * code). Services throw these and know nothing of HTTP: plugins/app/errors.ts
  * maps each code to a status and the `{ code, message }` body.
  */
 export class DomainError extends Error {

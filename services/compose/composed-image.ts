@@ -5,7 +5,7 @@ import { setImmediate } from 'node:timers/promises'
 import { FilePool, type OpenFile } from './file-pool.ts'
 import { segmentLength, type Segment } from './segment.ts'
 import { PatchOverlap } from '../errors.ts'
-import { readFully } from '../read-fully.ts'
+import { readFully } from '../io/read-fully.ts'
 
 export const CHUNK = 1 << 20
 

@@ -3,11 +3,12 @@ import { createHash } from 'node:crypto'
 import { customize, type HostContent, type IsoKind, type IsoTemplate } from '../coreos/customize.ts'
 import { initrdAddrsize, pxeInitrd } from '../coreos/pxe.ts'
 import { ArtifactNotFound, ImageNotReady, NmstateUnavailable, NoAddrsize, NoInitrd, TypeNotAvailable, VersionNotFound, VersionRequired, VersionUnknown } from '../errors.ts'
-import type { ImageStore, PreparedImage } from '../store/image-store.ts'
+import type { ImageStore } from '../store/image-store.ts'
+import type { PreparedImage } from '../store/store-types.ts'
 import type { OsImageEntry } from '../store/os-image-entry.ts'
 import { needsNmstate } from '../store/os-image-entry.ts'
 import type { Credential, InfraEnvSource } from '../upstream/infra-env-source.ts'
-import type { LinkTarget } from '../short-links.ts'
+import type { LinkTarget } from '../links/short-links.ts'
 
 const CUSTOMIZED_PER_TEMPLATE = 256
 

@@ -4,7 +4,7 @@ import { IsoFormatError } from '../errors.ts'
 import { parseBootCatalog, parseBootRecord, type BootCatalog } from './el-torito.ts'
 import { parseSusp, type RockRidge, type SuspEntries } from './rock-ridge.ts'
 import { parseSystemArea, SYSTEM_AREA_SIZE, type SystemArea } from './system-area.ts'
-import { readFully } from '../read-fully.ts'
+import { readFully } from '../io/read-fully.ts'
 import { DESCRIPTOR, FLAG, readDescriptorLayout, readDirectoryRecord, type DirectoryRecord } from './records.ts'
 
 export interface Extent { lba: number, size: number }

@@ -4,7 +4,7 @@ import { PLATFORM } from './el-torito.ts'
 import type { IsoEntry, IsoImage } from './reader.ts'
 import type { BootImageSpec, IsoNode, IsoWriteOptions } from './writer.ts'
 import type { Segment } from '../compose/segment.ts'
-import { readFully } from '../read-fully.ts'
+import { readFully } from '../io/read-fully.ts'
 
 /**
  * The source ISO's tree as writer input: every file a byte range of the

@@ -1,6 +1,6 @@
 import { open, type FileHandle } from 'node:fs/promises'
 import { FilesystemError } from '../errors.ts'
-import { readFully } from '../read-fully.ts'
+import { readFully } from '../io/read-fully.ts'
 
 const PAGE = 4096
 const CACHE_PAGES = 256

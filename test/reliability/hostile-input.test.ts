@@ -3,7 +3,7 @@
 import t, { type Test } from 'tap'
 import net from 'node:net'
 import { contentDisposition } from '../../services/http/content-disposition.ts'
-import { redactUrl } from '../../services/redact.ts'
+import { redactUrl } from '../../services/observe/redact.ts'
 import { jwt } from '../fixtures/fake-assisted.ts'
 import { routeIsos, startService, X86_VERSION } from '../fixtures/service.ts'
 

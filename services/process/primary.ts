@@ -1,0 +1,150 @@
+import cluster, { type Worker } from 'node:cluster'
+import module from 'node:module'
+import { AggregatorRegistry, Counter, Registry, type MetricObjectWithValues, type MetricValue } from 'prom-client'
+import type { Config } from '../config.ts'
+import { isMessage, ServingBook, type ClusterMessage } from './cluster.ts'
+import { createLogger } from '../observe/logger.ts'
+import { downloadMetrics, METRIC_PREFIX, processMemoryMetrics } from '../observe/metrics.ts'
+import { ImageStore } from '../store/image-store.ts'
+
+/**
+ * A worker's young generation is capped: request handling allocates little (the
+ * image bytes move through pooled buffers), and V8's default lets the
+ * semi-spaces grow to 16 MiB each, which an idle worker then keeps as RSS.
+ */
+const WORKER_SEMI_SPACE_MIB = 2
+
+function workerExecArgv (execArgv: readonly string[]): string[] {
+  if (execArgv.some(arg => arg.startsWith('--max-semi-space-size'))) return [...execArgv]
+  return [...execArgv, `--max-semi-space-size=${WORKER_SEMI_SPACE_MIB}`]
+}
+
+/**
+ * WORKERS > 1: this process downloads, checks and prepares the OS images once
+ * (and tells the workers when each is ready), aggregates /metrics for them,
+ * replaces a worker that dies, and drains them all on SIGTERM. The workers
+ * share the listening ports and serve every request.
+ */
+export async function runPrimary (config: Config, workerEnv: Record<string, string> = {}): Promise<void> {
+  const log = createLogger(config).child({ role: 'primary' })
+  const registry = new Registry()
+  processMemoryMetrics(registry, 'primary')
+  const restarts = new Counter({ name: `${METRIC_PREFIX}worker_restarts_total`, help: 'Workers that died and were replaced', registers: [registry] })
+  const store = new ImageStore({
+    config,
+    log: { info: (o, m) => log.info(o, m), warn: (o, m) => log.warn(o, m), error: (o, m) => log.error(o, m) },
+    metrics: { ...downloadMetrics(registry), readyChanged: () => {} }
+  })
+  // Workers see the configuration the primary settled on (the demo's images and InfraEnvs included).
+  const env: Record<string, string> = {
+    ...workerEnv,
+    OS_IMAGES: JSON.stringify(config.osImages.map(e => ({ openshift_version: e.openshiftVersion, cpu_architecture: e.cpuArchitecture, url: e.url, version: e.version, type: e.type, ...(e.sha256 !== undefined ? { sha256: e.sha256 } : {}) }))),
+    ...(config.infraEnvsDir !== undefined ? { INFRAENVS_DIR: config.infraEnvsDir } : {})
+  }
+  cluster.setupPrimary({ execArgv: workerExecArgv(process.execArgv) })
+  const readyMessage = (): ClusterMessage => {
+    const keys = store.keys.filter(key => store.isReady(key))
+    const nmstateErrors: Record<string, string> = {}
+    for (const key of keys) {
+      const reason = store.get(key)?.nmstateError
+      if (reason !== undefined) nmstateErrors[key] = reason
+    }
+    const refused: Record<string, string> = {}
+    for (const key of store.keys) {
+      const reason = store.refusal(key)
+      if (reason !== undefined) refused[key] = reason
+    }
+    return { type: 'ais:ready', keys, nmstateErrors, refused }
+  }
+  const workers = (): Worker[] => Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined)
+  let stopping = false
+  const book = new ServingBook()
+  const scrapes = new ClusterScrapes()
+  const broadcast = (message: ClusterMessage): void => { for (const worker of workers()) if (worker.isConnected()) worker.send(message) }
+  let serving = ''
+  const updateServing = (): void => {
+    const keys = book.serving(store.keys)
+    if (keys.join('\n') === serving) return
+    serving = keys.join('\n')
+    broadcast({ type: 'ais:serving', keys })
+  }
+  store.onChange(() => broadcast(readyMessage()))
+  cluster.on('online', worker => {
+    book.worker(worker.id)
+    updateServing()
+    worker.send(readyMessage())
+    worker.send({ type: 'ais:serving', keys: book.serving(store.keys) } satisfies ClusterMessage)
+  })
+  cluster.on('message', (worker, message: unknown) => {
+    if (!isMessage(message)) return
+    if (message.type === 'ais:prepared') { book.prepared(worker.id, message.key, message.ready); updateServing(); return }
+    if (message.type === 'ais:registry-response') { scrapes.answered(worker.id, message.id, message.metrics); return }
+    if (message.type !== 'ais:metrics-request') return
+    void scrapes.collect(workers(), registry).then(
+      text => worker.send({ type: 'ais:metrics-response', id: message.id, text } satisfies ClusterMessage),
+      (err: unknown) => log.error({ error: (err as Error).message }, 'cannot aggregate worker metrics'))
+  })
+  cluster.on('exit', (worker, code, signal) => {
+    book.gone(worker.id)
+    if (stopping) return
+    updateServing()
+    log.error({ worker: worker.id, code, signal }, 'worker died; starting another')
+    restarts.inc()
+    cluster.fork(env)
+  })
+  await store.start()
+  // The workers then find in the compile cache what this process compiled.
+  module.flushCompileCache()
+  for (let i = 0; i < config.workers; i++) cluster.fork(env)
+  log.info({ workers: config.workers, port: config.listenPort, httpPort: config.httpListenPort }, 'listening')
+
+  const stop = (signal: string): void => {
+    if (stopping) return
+    stopping = true
+    log.info({ signal }, 'shutting down the workers')
+    const alive = workers()
+    const exited = Promise.all(alive.map(w => new Promise(resolve => { if (w.isDead()) resolve(undefined); else w.once('exit', resolve) })))
+    for (const worker of alive) worker.process.kill('SIGTERM')
+    const timer = setTimeout(() => { for (const w of workers()) w.process.kill('SIGKILL') }, (config.shutdownGraceSeconds + 5) * 1000)
+    timer.unref()
+    void exited.then(async () => { await store.close(); process.exit(0) })
+  }
+  process.once('SIGTERM', () => stop('SIGTERM'))
+  process.once('SIGINT', () => stop('SIGINT'))
+}
+
+
+type RegistryJson = MetricObjectWithValues<MetricValue<string>>[]
+
+/**
+ * /metrics of a cluster: every worker's registry and the primary's own, aggregated by prom-client
+ * (its gauges by their `aggregator`), so that a family the primary and the workers share has one
+ * header. A worker that does not answer in time is left out of that scrape.
+ */
+class ClusterScrapes {
+  #next = 0
+  readonly #pending = new Map<number, (workerId: number, metrics: RegistryJson) => void>()
+
+  async collect (workers: Worker[], own: Registry, timeoutMs = 5000): Promise<string> {
+    const id = ++this.#next
+    const asked = workers.filter(w => w.isConnected())
+    const answers: RegistryJson[] = [await own.getMetricsAsJSON()]
+    await new Promise<void>(resolve => {
+      const waiting = new Set(asked.map(w => w.id))
+      const finish = (): void => { clearTimeout(timer); this.#pending.delete(id); resolve() }
+      const timer = setTimeout(finish, timeoutMs)
+      this.#pending.set(id, (workerId, metrics) => {
+        if (!waiting.delete(workerId)) return
+        answers.push(metrics)
+        if (waiting.size === 0) finish()
+      })
+      if (waiting.size === 0) finish()
+      for (const worker of asked) worker.send({ type: 'ais:registry-request', id } satisfies ClusterMessage)
+    })
+    return await AggregatorRegistry.aggregate(answers).metrics()
+  }
+
+  answered (workerId: number, id: number, metrics: RegistryJson): void {
+    this.#pending.get(id)?.(workerId, metrics)
+  }
+}
