@@ -9,6 +9,7 @@ import type { OsImageEntry } from '../store/os-image-entry.ts'
 import { needsNmstate } from '../store/os-image-entry.ts'
 import type { Credential, InfraEnvSource } from '../upstream/infra-env-source.ts'
 import type { LinkTarget } from '../links/short-links.ts'
+import { BoundedCache } from '../io/bounded-cache.ts'
 
 const CUSTOMIZED_PER_TEMPLATE = 256
 
@@ -18,7 +19,7 @@ const CUSTOMIZED_PER_TEMPLATE = 256
  * Ignition archive each time.
  */
 class CustomizedImages {
-  readonly #byTemplate = new WeakMap<IsoTemplate, Map<string, ComposedImage>>()
+  readonly #byTemplate = new WeakMap<IsoTemplate, BoundedCache<string, ComposedImage>>()
   // Cached upstream answers come back as the same Buffer objects: hash each one once.
   readonly #digests = new WeakMap<Buffer, string>()
 
@@ -26,16 +27,11 @@ class CustomizedImages {
     const ramdisk = content.ramdisk !== undefined ? this.#digest(content.ramdisk) : ''
     const key = `${this.#digest(content.ignition)}:${ramdisk}:${(content.kargs ?? []).join('\0')}`
     let images = this.#byTemplate.get(template)
-    if (images === undefined) { images = new Map(); this.#byTemplate.set(template, images) }
+    if (images === undefined) { images = new BoundedCache({ maxEntries: CUSTOMIZED_PER_TEMPLATE }); this.#byTemplate.set(template, images) }
     const cached = images.get(key)
-    if (cached !== undefined) {
-      images.delete(key)
-      images.set(key, cached)
-      return cached
-    }
+    if (cached !== undefined) return cached
     const image = customize(template, content)
     images.set(key, image)
-    if (images.size > CUSTOMIZED_PER_TEMPLATE) images.delete(images.keys().next().value!)
     return image
   }
 
