@@ -1,11 +1,9 @@
 import type { FastifyContextConfig, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-to-ts'
 import { imageRouteResponses, isoPathParams } from './schemas.ts'
-import { ISO_FILENAMES, type Served } from '../services/images/image-requests.ts'
-import { ClientGone, TokenNamesNoImage, UnknownFilename } from '../services/errors.ts'
+import type { Served } from '../services/images/image-requests.ts'
+import { ClientGone } from '../services/errors.ts'
 import type { LinkTarget } from '../services/links/short-links.ts'
-import { pickCredential } from '../services/images/credentials.ts'
-import type { Credential } from '../services/upstream/infra-env-source.ts'
 import { errorBody } from '../plugins/app/errors.ts'
 
 /** Aborted when the client goes away before the response is complete: cancels upstream calls. */
@@ -15,28 +13,9 @@ export function clientSignal (reply: FastifyReply): AbortSignal {
   return controller.signal
 }
 
-/** The credential of a request, by the precedence of api.md. */
-function pickRequestCredential (request: FastifyRequest, path: { apiKey?: string, token?: string }): Credential | undefined {
-  return pickCredential({
-    ...(path.apiKey !== undefined ? { pathApiKey: path.apiKey } : {}),
-    ...(path.token !== undefined ? { pathToken: path.token } : {}),
-    query: request.query as Record<string, unknown>,
-    ...(typeof request.headers.authorization === 'string' ? { authorization: request.headers.authorization } : {})
-  })
-}
-
-export interface AdmittedCredential {
-  credential?: Credential
-  /** The image id the credential's token names, if it names one. */
-  imageId?: string
-  /** When the credential's token expires, in milliseconds. */
-  expiresAt?: number
-}
-
-/** The request's credential, admitted (fastify.admitCredential): a refused token is a 401 here, before any upstream call. */
-export function requestCredential (request: FastifyRequest, path: { apiKey?: string, token?: string } = {}): AdmittedCredential {
-  const credential = pickRequestCredential(request, path)
-  return { ...request.server.admitCredential(credential), ...(credential !== undefined ? { credential } : {}) }
+/** Where the request's credential may be, for `fastify.images` to pick and admit. */
+export function credentialSources (request: FastifyRequest): { query: Record<string, unknown>, authorization: string | undefined } {
+  return { query: request.query as Record<string, unknown>, authorization: request.headers.authorization }
 }
 
 /** Sends what a service call returned, advertising its short link (`Link: <...>; rel="alternate"`) when it has one. */
@@ -76,11 +55,6 @@ export interface IsoRouteSpec {
   credentialFrom?: (value: string) => { apiKey?: string, token?: string }
 }
 
-/** Serves a customized ISO with its short link, which lives as long as the credential it holds. */
-export async function serveIso (fastify: FastifyInstance, reply: FastifyReply, target: LinkTarget, credentialExpiresAt?: number): Promise<void> {
-  await sendServed(reply, await fastify.images.iso(target, { signal: clientSignal(reply), ...(credentialExpiresAt !== undefined ? { credentialExpiresAt } : {}) }))
-}
-
 /** Registers one of the short ISO routes (byid, bytoken, byapikey): they differ only in how the id is found. */
 export function isoRoute (fastify: FastifyInstance, spec: IsoRouteSpec): void {
   fastify.withTypeProvider<JsonSchemaToTsProvider>().get(spec.url, {
@@ -89,13 +63,15 @@ export function isoRoute (fastify: FastifyInstance, spec: IsoRouteSpec): void {
   }, async function downloadIso (request, reply) {
     const { version, arch, filename } = request.params
     const value = request.params[spec.param]!
-    const type = ISO_FILENAMES.get(filename)
-    if (type === undefined) throw new UnknownFilename(filename)
-    const { credential, imageId: claimed, expiresAt } = requestCredential(request, spec.credentialFrom?.(value) ?? {})
-    const imageId = spec.credentialFrom !== undefined ? claimed : value
-    if (imageId === undefined) throw new TokenNamesNoImage()
-    const target: LinkTarget = { route: spec.route, imageId, version, arch, type, ...(credential !== undefined ? { credential } : {}) }
-    await serveIso(fastify, reply, target, expiresAt)
+    await sendServed(reply, await fastify.images.iso({
+      route: spec.route,
+      ...(spec.credentialFrom !== undefined ? { path: spec.credentialFrom(value) } : { imageId: value }),
+      version,
+      arch,
+      filename,
+      ...credentialSources(request),
+      signal: clientSignal(reply)
+    }))
   })
   allowOnlyGetAndHead(fastify, spec.url, { metricsHandler: spec.metricsHandler })
 }

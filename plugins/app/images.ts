@@ -12,8 +12,10 @@ export default fp(async function imagesPlugin (fastify) {
   fastify.decorate('images', new ImageRequests({
     store: fastify.imageStore,
     source: fastify.infraEnvSource,
+    admit: credential => fastify.admitCredential(credential),
+    resolveLink: async code => await fastify.shortLinks.resolve(code),
     mintLink: (target, expires) => fastify.mintShortLink(target, expires),
     baseUrl: fastify.config.imageServiceBaseUrl,
     linkTtlMs: fastify.config.shortLinkTtlSeconds * 1000
   }))
-}, { name: 'images', fastify: '5.x', dependencies: ['config', 'image-store', 'assisted-client', 'short-links'] })
+}, { name: 'images', fastify: '5.x', dependencies: ['config', 'image-store', 'assisted-client', 'short-links', 'tokens'] })

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify'
 import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-to-ts'
-import { allowOnlyGetAndHead, clientSignal, requestCredential, sendServed, serveIso } from '../shared.ts'
+import { allowOnlyGetAndHead, clientSignal, credentialSources, sendServed } from '../shared.ts'
 import { imageIdParams, imageRouteResponses, isoQuery, osImageQuery } from '../schemas.ts'
 
 // Upstream's handler labels.
@@ -17,8 +17,9 @@ export default async function imagesRoutes (fastify: FastifyInstance) {
     config: { limited: true, imageRoute: true, metricsHandler: LONG }
   }, async function downloadImage (request, reply) {
     const { version, type, arch = 'x86_64' } = request.query
-    const { credential, expiresAt } = requestCredential(request)
-    await serveIso(fastify, reply, { route: 'images', imageId: request.params.imageId, version, arch, type, ...(credential !== undefined ? { credential } : {}) }, expiresAt)
+    await sendServed(reply, await fastify.images.iso({
+      route: 'images', imageId: request.params.imageId, version, arch, type, ...credentialSources(request), signal: clientSignal(reply)
+    }))
   })
   allowOnlyGetAndHead(fastify, '/images/:imageId', { metricsHandler: LONG })
 
@@ -26,10 +27,8 @@ export default async function imagesRoutes (fastify: FastifyInstance) {
     schema: { params: imageIdParams, querystring: osImageQuery, response: imageRouteResponses },
     config: { limited: true, plainHttp: true, imageRoute: true, metricsHandler: PXE_INITRD }
   }, async function downloadPxeInitrd (request, reply) {
-    const { credential } = requestCredential(request)
     await sendServed(reply, await fastify.images.pxeInitrd({
-      imageId: request.params.imageId, version: request.query.version, arch: request.query.arch ?? 'x86_64',
-      ...(credential !== undefined ? { credential } : {}), signal: clientSignal(reply)
+      imageId: request.params.imageId, version: request.query.version, arch: request.query.arch ?? 'x86_64', ...credentialSources(request), signal: clientSignal(reply)
     }))
   })
   allowOnlyGetAndHead(fastify, '/images/:imageId/pxe-initrd', { plainHttp: true, metricsHandler: PXE_INITRD })
@@ -38,10 +37,8 @@ export default async function imagesRoutes (fastify: FastifyInstance) {
     schema: { params: imageIdParams, querystring: osImageQuery, response: imageRouteResponses },
     config: { limited: true, imageRoute: true, metricsHandler: ADDRSIZE }
   }, async function downloadAddrsize (request, reply) {
-    const { credential } = requestCredential(request)
     await sendServed(reply, await fastify.images.addrsize({
-      imageId: request.params.imageId, version: request.query.version,
-      ...(credential !== undefined ? { credential } : {}), signal: clientSignal(reply)
+      imageId: request.params.imageId, version: request.query.version, ...credentialSources(request), signal: clientSignal(reply)
     }))
   })
   allowOnlyGetAndHead(fastify, '/images/:imageId/s390x-initrd-addrsize', { metricsHandler: ADDRSIZE })

@@ -2,7 +2,10 @@ import { ComposedImage } from '../compose/composed-image.ts'
 import { createHash } from 'node:crypto'
 import { customize, type HostContent, type IsoKind, type IsoTemplate } from '../coreos/customize.ts'
 import { initrdAddrsize, pxeInitrd } from '../coreos/pxe.ts'
-import { ArtifactNotFound, ImageNotReady, NmstateUnavailable, NoAddrsize, NoInitrd, TypeNotAvailable, VersionNotFound, VersionRequired, VersionUnknown } from '../errors.ts'
+import {
+  ArtifactNotFound, ImageNotReady, NmstateUnavailable, NoAddrsize, NoInitrd, ShortLinkNotFound, ShortLinkStoreUnavailable, TokenNamesNoImage,
+  TypeNotAvailable, UnknownFilename, VersionNotFound, VersionRequired, VersionUnknown
+} from '../errors.ts'
 import type { ImageStore } from '../store/image-store.ts'
 import type { PreparedImage } from '../store/store-types.ts'
 import type { OsImageEntry } from '../store/os-image-entry.ts'
@@ -10,6 +13,8 @@ import { needsNmstate } from '../store/os-image-entry.ts'
 import type { Credential, InfraEnvSource } from '../upstream/infra-env-source.ts'
 import type { LinkTarget } from '../links/short-links.ts'
 import { BoundedCache } from '../io/bounded-cache.ts'
+import { pickCredential } from './credentials.ts'
+import type { AdmittedToken } from './tokens.ts'
 
 const CUSTOMIZED_PER_TEMPLATE = 256
 
@@ -54,7 +59,7 @@ export const ISO_FILENAMES: ReadonlyMap<string, IsoKind> = new Map([
 ])
 
 /** The file name each kind of ISO is served under (the inverse of ISO_FILENAMES). */
-export const ISO_FILENAME_OF: ReadonlyMap<IsoKind, string> = new Map([...ISO_FILENAMES].map(([name, kind]) => [kind, name]))
+const ISO_FILENAME_OF: ReadonlyMap<IsoKind, string> = new Map([...ISO_FILENAMES].map(([name, kind]) => [kind, name]))
 
 export interface Served {
   image: ComposedImage
@@ -68,6 +73,10 @@ export interface Served {
 export interface ImageRequestsDeps {
   store: ImageStore
   source: InfraEnvSource
+  /** Admits a credential or throws TOKEN_REFUSED (counted and logged by the caller's wrapper). */
+  admit: (credential: Credential | undefined) => AdmittedToken
+  /** The target of a short-link code; throws when the link store cannot be read. */
+  resolveLink: (code: string) => Promise<LinkTarget | undefined>
   /** The short-link code of a target, or undefined when the link store cannot be written. */
   mintLink: (target: LinkTarget, expires: number) => Promise<string | undefined>
   /** IMAGE_SERVICE_BASE_URL, for short links. */
@@ -75,7 +84,38 @@ export interface ImageRequestsDeps {
   linkTtlMs: number
 }
 
-interface HostParams { imageId: string, credential?: Credential, signal?: AbortSignal }
+/** Where a request's credential may be: by the precedence of api.md, the first present is forwarded. */
+export interface CredentialSources {
+  /** The /byapikey/ or /bytoken/ path segment. */
+  path?: { apiKey?: string, token?: string }
+  query: Record<string, unknown>
+  authorization?: string | undefined
+}
+
+/** An ISO request as its route parsed it. */
+export interface IsoRequest extends CredentialSources {
+  route: LinkTarget['route']
+  /** The image id from the path; absent on token routes, where the token's claim names it. */
+  imageId?: string
+  version: string
+  arch: string
+  /** The ISO kind: from the `type` query, or from the file name of the short routes. */
+  type?: IsoKind
+  filename?: string
+  signal?: AbortSignal
+}
+
+interface HostParams extends CredentialSources { imageId: string, signal?: AbortSignal }
+
+function credentialOf (sources: CredentialSources): Credential | undefined {
+  const { path = {}, query, authorization } = sources
+  return pickCredential({
+    ...(path.apiKey !== undefined ? { pathApiKey: path.apiKey } : {}),
+    ...(path.token !== undefined ? { pathToken: path.token } : {}),
+    query,
+    ...(typeof authorization === 'string' ? { authorization } : {})
+  })
+}
 
 function ready (store: ImageStore, entry: OsImageEntry): PreparedImage {
   const prepared = store.get(store.keyOf(entry))
@@ -96,7 +136,7 @@ function requireNmstate (entry: OsImageEntry, prepared: PreparedImage): void {
 }
 
 /** Finds the entry an ISO request names, and refuses impossible types before any upstream call. */
-export function resolveIsoEntry (store: ImageStore, version: string, arch: string, type: IsoKind): OsImageEntry {
+function resolveIsoEntry (store: ImageStore, version: string, arch: string, type: IsoKind): OsImageEntry {
   const wanted = type === 'disconnected-iso' ? 'disconnected-iso' : 'full-iso'
   const entry = store.find(version, arch, wanted)
   if (entry === undefined) {
@@ -116,14 +156,16 @@ function pxeEntry (store: ImageStore, version: string | undefined, arch: string)
 
 export const ARTIFACTS = ['rootfs', 'kernel', 'ins-file'] as const
 
-/**
- * What every image route serves, from the parameters a route parsed: the
- * prepared OS images, the host's content from assisted-service, and short
- * links. It owns the cache of recently customized images, so its lifetime is
- * the app's.
- */
 /** How long a link outlives its credential's expiry, answering 401. */
 export const EXPIRED_LINK_KEPT_MS = 24 * 3600_000
+
+/**
+ * What every image route serves, from what the request carried: the
+ * prepared OS images, the host's content from assisted-service, and short
+ * links. Credentials are picked and admitted here, before any upstream call.
+ * It owns the cache of recently customized images, so its lifetime is the
+ * app's.
+ */
 
 export class ImageRequests {
   readonly #deps: ImageRequestsDeps
@@ -134,12 +176,39 @@ export class ImageRequests {
   }
 
   /**
-   * The host's ISO (template + Ignition + ramdisk for minimal + kernel
-   * arguments) and its short link. The link is kept for the link TTL, or,
-   * when its credential expires, until a while after: it then answers 401
-   * as its long URL does, not 404.
+   * The host's ISO. On the token routes the image id is the token's claim
+   * (none: 404); a refused token is a 401 before anything is asked upstream.
    */
-  async iso (target: LinkTarget, options: { signal?: AbortSignal, credentialExpiresAt?: number } = {}): Promise<Served> {
+  async iso (request: IsoRequest): Promise<Served> {
+    const type = request.type ?? ISO_FILENAMES.get(request.filename ?? '')
+    if (type === undefined) throw new UnknownFilename(request.filename ?? '')
+    const credential = credentialOf(request)
+    const admitted = this.#deps.admit(credential)
+    const imageId = request.imageId ?? admitted.imageId
+    if (imageId === undefined) throw new TokenNamesNoImage()
+    const target: LinkTarget = { route: request.route, imageId, version: request.version, arch: request.arch, type, ...(credential !== undefined ? { credential } : {}) }
+    return await this.#isoOf(target, admitted.expiresAt, request.signal)
+  }
+
+  /** What a short link stands for, served as its long URL would be (a link whose token expired: 401). */
+  async shortLink (request: { code: string, filename: string, signal?: AbortSignal }): Promise<Served> {
+    let target: LinkTarget | undefined
+    try {
+      target = await this.#deps.resolveLink(request.code)
+    } catch {
+      throw new ShortLinkStoreUnavailable()
+    }
+    if (target === undefined || ISO_FILENAMES.get(request.filename) !== target.type) throw new ShortLinkNotFound()
+    const { expiresAt } = this.#deps.admit(target.credential)
+    return await this.#isoOf(target, expiresAt, request.signal)
+  }
+
+  /**
+   * Template + Ignition + ramdisk for minimal + kernel arguments, and the
+   * short link. The link is kept for the link TTL, or, when its credential
+   * expires, until a while after: it then answers 401 as its long URL does.
+   */
+  async #isoOf (target: LinkTarget, credentialExpiresAt: number | undefined, signal: AbortSignal | undefined): Promise<Served> {
     const { store, source } = this.#deps
     const { imageId, version, arch, type, credential } = target
     const entry = resolveIsoEntry(store, version, arch, type)
@@ -147,13 +216,13 @@ export class ImageRequests {
     const template = prepared.templates[type]
     if (template === undefined) throw new TypeNotAvailable(`no ${type} for version ${version} (${arch})`)
     const [ignition, ramdisk, kargs] = await Promise.all([
-      source.ignition(imageId, type, credential, options.signal),
-      type === 'minimal-iso' ? source.ramdisk(imageId, credential, options.signal) : Promise.resolve(undefined),
-      source.kernelArguments(imageId, credential, options.signal)
+      source.ignition(imageId, type, credential, signal),
+      type === 'minimal-iso' ? source.ramdisk(imageId, credential, signal) : Promise.resolve(undefined),
+      source.kernelArguments(imageId, credential, signal)
     ])
     if (ramdisk !== undefined) requireNmstate(entry, prepared)
     const image = this.#customized.get(template, { ignition: ignition.data, ...(ramdisk !== undefined ? { ramdisk } : {}), kargs })
-    const expires = options.credentialExpiresAt !== undefined ? options.credentialExpiresAt + EXPIRED_LINK_KEPT_MS : Date.now() + this.#deps.linkTtlMs
+    const expires = credentialExpiresAt !== undefined ? credentialExpiresAt + EXPIRED_LINK_KEPT_MS : Date.now() + this.#deps.linkTtlMs
     const code = await this.#deps.mintLink(target, expires)
     return {
       image,
@@ -166,12 +235,14 @@ export class ImageRequests {
   /** initrd.img + Ignition + ramdisk (+ nmstate with a ramdisk on 4.18+ entries), for PXE. */
   async pxeInitrd (params: HostParams & { version?: string, arch: string }): Promise<Served> {
     const { store, source } = this.#deps
+    const credential = credentialOf(params)
+    this.#deps.admit(credential)
     const entry = pxeEntry(store, params.version, params.arch)
     const prepared = ready(store, entry)
     if (prepared.initrd === undefined) throw new NoInitrd()
     const [ignition, ramdisk] = await Promise.all([
-      source.ignition(params.imageId, undefined, params.credential, params.signal),
-      source.ramdisk(params.imageId, params.credential, params.signal)
+      source.ignition(params.imageId, undefined, credential, params.signal),
+      source.ramdisk(params.imageId, credential, params.signal)
     ])
     if (ramdisk !== undefined) requireNmstate(entry, prepared)
     const image = pxeInitrd(prepared.initrd, {
