@@ -2,6 +2,7 @@ import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, ran
 import type { IsoKind } from '../coreos/customize.ts'
 import type { LinkStore } from './link-store.ts'
 import type { Credential } from '../upstream/infra-env-source.ts'
+import { BoundedCache } from '../io/bounded-cache.ts'
 
 /** What a short link stands for: everything the long URL carried. */
 export interface LinkTarget {
@@ -33,9 +34,9 @@ export class ShortLinks {
   #secret: Buffer | undefined
   readonly #now: () => number
   /** Links this process minted or opened: a BMC's thousands of Range requests cost no store round trip. */
-  readonly #known = new Map<string, StoredLink>()
+  readonly #known = new BoundedCache<string, StoredLink>({ maxEntries: MAX_KNOWN })
   /** Codes of the targets minted lately, by target. */
-  readonly #codes = new Map<string, string>()
+  readonly #codes = new BoundedCache<string, string>({ maxEntries: MAX_KNOWN })
 
   /** Without a configured secret, the store's shared one is fetched on first use (and again after a failure). */
   constructor (store: LinkStore, secret?: Buffer, now: () => number = Date.now) {
@@ -49,16 +50,15 @@ export class ShortLinks {
     this.#secret ??= await this.#store.secret()
     const key = targetKey(target)
     // Every Range request of a BMC mints its link again: the HMAC was a sixth of such a request's CPU.
-    let code = this.#codes.get(key)
+    let code = this.#codes.peek(key)
     if (code === undefined) {
       code = createHmac('sha256', this.#secret).update(key).digest('base64url').slice(0, 22)
       this.#codes.set(key, code)
-      if (this.#codes.size > MAX_KNOWN) this.#codes.delete(this.#codes.keys().next().value!)
     }
     if (await this.#open(code) !== undefined) return code
     const link = { target, expires }
     await this.#store.put(recordId(code), seal(code, link), expires)
-    this.#remember(code, link)
+    this.#known.set(code, link)
     return code
   }
 
@@ -68,20 +68,15 @@ export class ShortLinks {
   }
 
   async #open (code: string): Promise<StoredLink | undefined> {
-    const known = this.#known.get(code)
+    const known = this.#known.peek(code)
     if (known !== undefined && known.expires > this.#now()) return known
     this.#known.delete(code)
     const record = await this.#store.get(recordId(code))
     if (record === undefined) return undefined
     const link = unseal(code, record)
     if (link === undefined || link.expires <= this.#now()) return undefined
-    this.#remember(code, link)
-    return link
-  }
-
-  #remember (code: string, link: StoredLink): void {
     this.#known.set(code, link)
-    if (this.#known.size > MAX_KNOWN) this.#known.delete(this.#known.keys().next().value!)
+    return link
   }
 
   async close (): Promise<void> {

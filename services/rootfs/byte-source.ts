@@ -1,6 +1,7 @@
 import { open, type FileHandle } from 'node:fs/promises'
 import { FilesystemError } from '../errors.ts'
 import { readFully } from '../io/read-fully.ts'
+import { BoundedCache } from '../io/bounded-cache.ts'
 
 const PAGE = 4096
 const CACHE_PAGES = 256
@@ -16,7 +17,7 @@ export class ByteSource {
   readonly #handle: FileHandle
   readonly #base: number
   readonly #owned: boolean
-  readonly #pages = new Map<number, Buffer>()
+  readonly #pages = new BoundedCache<number, Buffer>({ maxEntries: CACHE_PAGES })
 
   constructor (handle: FileHandle, base: number, length: number, owned = false) {
     this.#handle = handle
@@ -63,15 +64,10 @@ export class ByteSource {
 
   async #page (index: number): Promise<Buffer> {
     const hit = this.#pages.get(index)
-    if (hit !== undefined) {
-      this.#pages.delete(index)
-      this.#pages.set(index, hit)
-      return hit
-    }
+    if (hit !== undefined) return hit
     const start = index * PAGE
     const page = await this.#direct(start, Math.min(PAGE, this.length - start))
     this.#pages.set(index, page)
-    if (this.#pages.size > CACHE_PAGES) this.#pages.delete(this.#pages.keys().next().value!)
     return page
   }
 

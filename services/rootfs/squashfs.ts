@@ -1,6 +1,7 @@
 import { decompressBlock, CompressionError, type Codec } from '../compression/index.ts'
 import type { ByteSource } from './byte-source.ts'
 import { DecodedCache } from './decoded-cache.ts'
+import { BoundedCache } from '../io/bounded-cache.ts'
 import { FilesystemError } from '../errors.ts'
 import { checkEntryName, type DirEntry, type FileType, type Inode, type ReadOnlyFilesystem, type Stat } from './filesystem.ts'
 
@@ -62,7 +63,7 @@ export class SquashfsFilesystem implements ReadOnlyFilesystem {
   readonly #source: ByteSource
   readonly #sb: Superblock
   readonly #codec: Codec
-  readonly #meta = new Map<number, { data: Buffer, next: number }>()
+  readonly #meta = new BoundedCache<number, { data: Buffer, next: number }>({ maxEntries: 512 })
   readonly #decoded = new DecodedCache(16 << 20)
   #ids: number[] = []
 
@@ -126,7 +127,7 @@ export class SquashfsFilesystem implements ReadOnlyFilesystem {
   }
 
   async #metaBlock (position: number): Promise<{ data: Buffer, next: number }> {
-    const hit = this.#meta.get(position)
+    const hit = this.#meta.peek(position)
     if (hit !== undefined) return hit
     const header = (await this.#source.read(position, 2, 'squashfs metadata header')).readUInt16LE(0)
     const length = header & ~METADATA_UNCOMPRESSED
@@ -134,7 +135,6 @@ export class SquashfsFilesystem implements ReadOnlyFilesystem {
     const stored = await this.#source.read(position + 2, length, 'squashfs metadata block')
     const data = (header & METADATA_UNCOMPRESSED) !== 0 ? stored : this.#inflate(stored, METADATA_SIZE, `metadata block at ${position}`)
     const block = { data, next: position + 2 + length }
-    if (this.#meta.size >= 512) this.#meta.delete(this.#meta.keys().next().value!)
     this.#meta.set(position, block)
     return block
   }

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto'
+import { BoundedCache } from '../io/bounded-cache.ts'
 
 interface Entry<T> { value: T, size: number, expires: number }
 interface Pending<T> { promise: Promise<T>, controller: AbortController, waiters: number }
@@ -12,13 +13,13 @@ interface Pending<T> { promise: Promise<T>, controller: AbortController, waiters
 export class AnswerCache<T> {
   readonly ttlMs: number
   readonly maxBytes: number
-  readonly #entries = new Map<string, Entry<T>>()
+  readonly #entries: BoundedCache<string, Entry<T>>
   readonly #pending = new Map<string, Pending<T>>()
-  #bytes = 0
 
   constructor (ttlMs: number, maxBytes: number) {
     this.ttlMs = ttlMs
     this.maxBytes = maxBytes
+    this.#entries = new BoundedCache({ maxBytes, sizeOf: entry => entry.size })
   }
 
   /** Keys hold no secret in clear: the credential part is hashed. */
@@ -26,14 +27,14 @@ export class AnswerCache<T> {
     return createHash('sha256').update(parts.map(p => p ?? '').join('\0')).digest('base64url')
   }
 
-  get bytes (): number { return this.#bytes }
+  get bytes (): number { return this.#entries.bytes }
 
   async get (key: string, load: (signal: AbortSignal) => Promise<T>, sizeOf: (value: T) => number, signal?: AbortSignal): Promise<{ value: T, hit: boolean }> {
-    const cached = this.#entries.get(key)
+    const cached = this.#entries.peek(key)
     if (cached !== undefined && cached.expires > Date.now()) {
       return { value: cached.value, hit: true }
     }
-    if (cached !== undefined) this.#delete(key)
+    if (cached !== undefined) this.#entries.delete(key)
     let pending = this.#pending.get(key)
     const shared = pending !== undefined
     if (pending === undefined) {
@@ -69,20 +70,7 @@ export class AnswerCache<T> {
 
   #store (key: string, value: T, size: number): void {
     if (this.ttlMs <= 0 || size > this.maxBytes) return
-    this.#delete(key)
     this.#entries.set(key, { value, size, expires: Date.now() + this.ttlMs })
-    this.#bytes += size
-    for (const [oldest] of this.#entries) {
-      if (this.#bytes <= this.maxBytes) break
-      this.#delete(oldest)
-    }
-  }
-
-  #delete (key: string): void {
-    const entry = this.#entries.get(key)
-    if (entry === undefined) return
-    this.#bytes -= entry.size
-    this.#entries.delete(key)
   }
 }
 
