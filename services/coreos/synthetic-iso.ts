@@ -5,6 +5,7 @@ import { ComposedImage } from '../compose/composed-image.ts'
 import { MODE, writeNewc } from '../cpio/newc.ts'
 import { planIso, type IsoNode } from '../iso9660/writer.ts'
 import { PLATFORM } from '../iso9660/el-torito.ts'
+import { EROFS_MAGIC, hasMagic } from '../rootfs/magic.ts'
 
 export const KARG_MARKER_HASHES = 1024
 
@@ -38,7 +39,7 @@ export function builderJson (value: unknown): string {
  */
 export function writeSparseRootfs (path: string, size: number, filesystem?: Buffer): void {
   // rootfs.img is a newc cpio whose first member is the root filesystem; both names give a 124-byte header.
-  const isErofs = filesystem !== undefined && filesystem.length >= 1028 && filesystem.readUInt32LE(1024) === 0xE0F5E1E2
+  const isErofs = filesystem !== undefined && hasMagic(filesystem, EROFS_MAGIC)
   const name = isErofs ? 'root.erofs\0' : 'root.squashfs\0'
   const fields = [0, MODE.file | 0o644, 0, 0, 1, 0, size - 124, 0, 0, 0, 0, name.length, 0]
   const header = `070701${fields.map(n => n.toString(16).padStart(8, '0')).join('')}`

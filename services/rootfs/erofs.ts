@@ -4,6 +4,7 @@ import { crc32c } from './crc32c.ts'
 import { FilesystemError } from '../errors.ts'
 import { checkEntryName, type DirEntry, type FileType, type Inode, type ReadOnlyFilesystem, type Stat } from './filesystem.ts'
 import { DecodedCache } from './decoded-cache.ts'
+import { EROFS_MAGIC } from './magic.ts'
 
 /**
  * EROFS, read in place (layout: erofs-utils' include/erofs_fs.h). Uncompressed
@@ -12,8 +13,7 @@ import { DecodedCache } from './decoded-cache.ts'
  * inode, dedupe, plain/interlaced pclusters) with lz4, lzma, deflate and zstd.
  */
 
-const MAGIC = 0xE0F5E1E2
-const SUPER_OFFSET = 1024
+const SUPER_OFFSET = EROFS_MAGIC.offset
 
 const INCOMPAT = new Map<number, string>([
   [0x01, 'lz4_0padding'], [0x02, 'compr_cfgs/big_pcluster'], [0x04, 'chunked_file'], [0x08, 'device_table'],
@@ -135,7 +135,7 @@ export class ErofsFilesystem implements ReadOnlyFilesystem {
 
   static async open (source: ByteSource): Promise<ErofsFilesystem> {
     const head = await source.read(SUPER_OFFSET, 128, 'erofs superblock')
-    if (head.readUInt32LE(0) !== MAGIC) throw new FilesystemError('not an EROFS image (bad superblock magic)')
+    if (head.readUInt32LE(0) !== EROFS_MAGIC.value) throw new FilesystemError('not an EROFS image (bad superblock magic)')
     const blockBits = head[12]!
     if (blockBits < 9 || blockBits > 16) throw new FilesystemError(`erofs: unsupported block size 2^${blockBits}`)
     const blockSize = 1 << blockBits

@@ -3,6 +3,7 @@ import { ErofsFilesystem } from './erofs.ts'
 import { CpioFormatError, FilesystemError } from '../errors.ts'
 import { alignTo4, NEWC_HEADER_SIZE, readNewcHeader, type NewcHeader } from '../cpio/newc.ts'
 import type { ReadOnlyFilesystem } from './filesystem.ts'
+import { EROFS_MAGIC, hasMagic, SQUASHFS_MAGIC } from './magic.ts'
 import { SquashfsFilesystem } from './squashfs.ts'
 
 export { ByteSource } from './byte-source.ts'
@@ -15,8 +16,9 @@ const LIVE_MEMBERS = new Set(['root.squashfs', 'root.erofs'])
 /** Opens a squashfs or EROFS image, told apart by their superblock magic. */
 export async function openFilesystem (source: ByteSource): Promise<ReadOnlyFilesystem> {
   try {
-    if (source.length >= 4 && (await source.read(0, 4)).readUInt32LE(0) === 0x73717368) return await SquashfsFilesystem.open(source)
-    if (source.length >= 1028 && (await source.read(1024, 4)).readUInt32LE(0) === 0xE0F5E1E2) return await ErofsFilesystem.open(source)
+    const head = await source.read(0, Math.min(source.length, EROFS_MAGIC.offset + 4), 'filesystem magic')
+    if (hasMagic(head, SQUASHFS_MAGIC)) return await SquashfsFilesystem.open(source)
+    if (hasMagic(head, EROFS_MAGIC)) return await ErofsFilesystem.open(source)
   } catch (err) {
     await source.close()
     throw err

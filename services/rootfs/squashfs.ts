@@ -4,6 +4,7 @@ import { DecodedCache } from './decoded-cache.ts'
 import { BoundedCache } from '../io/bounded-cache.ts'
 import { FilesystemError } from '../errors.ts'
 import { checkEntryName, type DirEntry, type FileType, type Inode, type ReadOnlyFilesystem, type Stat } from './filesystem.ts'
+import { hasMagic, SQUASHFS_MAGIC } from './magic.ts'
 
 /**
  * squashfs 4.0, read in place (layout: squashfs-tools' squashfs_fs.h): metadata
@@ -11,7 +12,6 @@ import { checkEntryName, type DirEntry, type FileType, type Inode, type ReadOnly
  * sparse blocks. Compressors gzip, xz, lz4 and zstd; xattrs are not read.
  */
 
-const MAGIC = 0x73717368
 const METADATA_SIZE = 8192
 const METADATA_UNCOMPRESSED = 0x8000
 const DATA_UNCOMPRESSED = 1 << 24
@@ -77,7 +77,7 @@ export class SquashfsFilesystem implements ReadOnlyFilesystem {
 
   static async open (source: ByteSource): Promise<SquashfsFilesystem> {
     const raw = await source.read(0, 96, 'squashfs superblock')
-    if (raw.readUInt32LE(0) !== MAGIC) throw new FilesystemError('not a squashfs image (bad superblock magic)')
+    if (!hasMagic(raw, SQUASHFS_MAGIC)) throw new FilesystemError('not a squashfs image (bad superblock magic)')
     const major = raw.readUInt16LE(28)
     const minor = raw.readUInt16LE(30)
     if (major !== 4 || minor !== 0) throw new FilesystemError(`squashfs: unsupported version ${major}.${minor}`)
