@@ -47,7 +47,7 @@ export function encodeUcs2 (text: string): Buffer {
   return Buffer.from(text, 'utf16le').swap16()
 }
 
-/** Identifier order of ISO 9660 9.3: compare byte-wise, ignoring the version. */
-export function compareIdentifiers (a: Buffer, b: Buffer): number {
+/** The order of file identifiers in a directory (ISO 9660 9.3): byte-wise, ignoring the version. */
+export function compareFileIdentifiers (a: Buffer, b: Buffer): number {
   return Buffer.compare(a, b)
 }

@@ -4,7 +4,7 @@ import { IsoFormatError } from '../errors.ts'
 import { buildBootCatalog, type BootEntry } from './el-torito.ts'
 import { DESCRIPTOR, FLAG, directoryRecordLength, MAX_RECORD_LENGTH, systemUseOffset, writeDescriptorLayout, writeDirectoryRecord, type DescriptorLayout, type DirectoryRecord } from './records.ts'
 import { CE_ENTRY_LENGTH, ceEntry, erEntry, nmEntries, pxEntry, spEntry, tfEntry } from './rock-ridge.ts'
-import { compareIdentifiers, encodeUcs2, jolietName, uniquePrimaryName } from './names.ts'
+import { compareFileIdentifiers, encodeUcs2, jolietName, uniquePrimaryName } from './names.ts'
 import { buildBackupGpt, gptBackupBytes, buildSystemArea, SYSTEM_AREA_SIZE, type HybridLayout, type SystemArea } from './system-area.ts'
 
 export interface IsoNode {
@@ -391,8 +391,8 @@ function buildModel (root: IsoNode, catalogPath: string | undefined): Dir {
         dir.files.push({ node, path, primaryId, jolietId, size, content: node.content })
       }
     }
-    dir.dirs.sort((a, b) => compareIdentifiers(a.primaryId, b.primaryId))
-    dir.files.sort((a, b) => compareIdentifiers(a.primaryId, b.primaryId))
+    dir.dirs.sort((a, b) => compareFileIdentifiers(a.primaryId, b.primaryId))
+    dir.files.sort((a, b) => compareFileIdentifiers(a.primaryId, b.primaryId))
     for (const sub of dir.dirs) fill(sub, depth + 1)
   }
   fill(rootDir, 0)
@@ -422,7 +422,7 @@ function depthFirstFiles (dir: Dir): File[] {
 function childrenOf (dir: Dir, joliet: boolean): Child[] {
   const children: Child[] = [...dir.dirs.map(d => ({ dir: d })), ...dir.files.map(f => ({ file: f }))]
   const id = (c: Child) => 'dir' in c ? (joliet ? c.dir.jolietId : c.dir.primaryId) : (joliet ? c.file.jolietId : c.file.primaryId)
-  return children.sort((a, b) => compareIdentifiers(id(a), id(b)))
+  return children.sort((a, b) => compareFileIdentifiers(id(a), id(b)))
 }
 
 // --- directory records ---
