@@ -200,12 +200,8 @@ async function main (): Promise<void> {
     throw err
   }
   if (cluster.isWorker) {
-    const [{ followPrimary, primaryMetrics }, { LARGE_BUFFER_BUDGET, setReadBufferBudget }] = await Promise.all([
-      import('./services/process/cluster.ts'), import('./services/compose/composed-image.ts')
-    ])
+    const { followPrimary, primaryMetrics } = await import('./services/process/cluster.ts')
     // A worker serves what the primary prepares; the primary answered for DATA_DIR and the demo.
-    // The read-buffer budget bounds the whole service's memory, so the workers share it.
-    setReadBufferBudget(Math.floor(LARGE_BUFFER_BUDGET / config.workers))
     const { fastify, extraServer } = await startServer(config, { app: { imageStore: { follower: followPrimary() }, metrics: { exposition: () => primaryMetrics() } } })
     handleShutdown(fastify, config.shutdownGraceSeconds, process.exit, extraServer)
     module.flushCompileCache()

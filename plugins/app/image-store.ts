@@ -1,7 +1,9 @@
 import type { FastifyBaseLogger } from 'fastify'
 import fp from 'fastify-plugin'
 import { Gauge } from 'prom-client'
+import { ImageWriter } from '../../services/compose/image-writer.ts'
 import { loadMemoryMapper, type MemoryMapper } from '../../services/compose/memory-map.ts'
+import { LARGE_BUFFER_BUDGET, ReadBuffers } from '../../services/compose/read-buffers.ts'
 import { ImageStore } from '../../services/store/image-store.ts'
 import type { StoreFollower, StoreTiming } from '../../services/store/store-types.ts'
 import { needsNmstate } from '../../services/store/os-image-entry.ts'
@@ -11,6 +13,8 @@ import { Readiness } from '../../services/store/readiness.ts'
 declare module 'fastify' {
   interface FastifyInstance {
     imageStore: ImageStore
+    /** Writes the store's images into responses: mapped slices of their files, or reads into this process's buffers. */
+    imageWriter: ImageWriter
     /** What /health reports, derived from the store (or, in a worker, from the cluster). */
     readiness: Readiness
   }
@@ -96,7 +100,10 @@ export default fp<ImageStoreOptions>(async function imageStorePlugin (fastify, o
     if (image === undefined || !needsNmstate(image.entry)) return
     nmstateMissing.set({ version: image.entry.version, arch: image.entry.cpuArchitecture }, image.nmstate === undefined ? 1 : 0)
   })
+  // The read-buffer budget bounds the whole service's memory, so worker processes share it.
+  const budget = follower !== undefined ? Math.floor(LARGE_BUFFER_BUDGET / fastify.config.workers) : LARGE_BUFFER_BUDGET
   fastify.decorate('imageStore', store)
+  fastify.decorate('imageWriter', new ImageWriter(new ReadBuffers(budget)))
   fastify.decorate('readiness', readiness)
   fastify.addHook('onReady', async function startImageStore () {
     await store.start()

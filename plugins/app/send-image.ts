@@ -3,6 +3,7 @@ import { Counter } from 'prom-client'
 import type { FastifyReply } from 'fastify'
 import { validateHeaderValue, type OutgoingHttpHeaders, type ServerResponse } from 'node:http'
 import type { ComposedImage } from '../../services/compose/composed-image.ts'
+import type { ImageWriter } from '../../services/compose/image-writer.ts'
 import { planImageResponse, writeImageBody, type ImageMeta } from '../../services/http/image-response.ts'
 import { METRIC_PREFIX } from '../../services/observe/metrics.ts'
 import { errorBody } from './errors.ts'
@@ -15,6 +16,7 @@ declare module 'fastify' {
 }
 
 interface SendOptions {
+  writer: ImageWriter
   idleTimeoutMs: number
   onIdleTimeout: () => void
 }
@@ -46,7 +48,7 @@ async function sendImage (this: FastifyReply, image: ComposedImage, meta: ImageM
   try {
     res.writeHead(plan.status, headers)
     if (request.method === 'HEAD') { res.end(); return }
-    await writeImageBody(res, image, plan.parts, plan.tail)
+    await writeImageBody(res, options.writer, image, plan.parts, plan.tail)
   } catch (err) {
     if (!res.destroyed) request.log.error({ err }, 'image stream failed')
     res.destroy()
@@ -73,8 +75,8 @@ function watchProgress (res: ServerResponse, idleMs: number, onIdle: () => void)
 
 export default fp(async function sendImagePlugin (fastify) {
   const evicted = new Counter({ name: `${METRIC_PREFIX}responses_idle_timeout_total`, help: 'Image responses cut off because the client stopped reading', registers: [fastify.metricsRegistry] })
-  const options: SendOptions = { idleTimeoutMs: fastify.config.sendIdleTimeoutSeconds * 1000, onIdleTimeout: () => evicted.inc() }
+  const options: SendOptions = { writer: fastify.imageWriter, idleTimeoutMs: fastify.config.sendIdleTimeoutSeconds * 1000, onIdleTimeout: () => evicted.inc() }
   fastify.decorateReply('sendImage', function (this: FastifyReply, image: ComposedImage, meta: ImageMeta) {
     return sendImage.call(this, image, meta, options)
   })
-}, { name: 'send-image', fastify: '5.x', dependencies: ['config', 'metrics'] })
+}, { name: 'send-image', fastify: '5.x', dependencies: ['config', 'metrics', 'image-store'] })

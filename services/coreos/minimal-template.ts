@@ -1,5 +1,6 @@
 import { ComposedImage } from '../compose/composed-image.ts'
 import type { FilePool } from '../compose/file-pool.ts'
+import { ImageWriter } from '../compose/image-writer.ts'
 import { SECTOR } from '../iso9660/bytes.ts'
 import type { IsoImage } from '../iso9660/reader.ts'
 import { findNode, optionsFromImage, putNode, removeNode, treeFromImage } from '../iso9660/remaster.ts'
@@ -143,12 +144,13 @@ export async function buildMinimalTemplate (image: IsoImage, options: MinimalOpt
 /** The planned image seen through the same interface as an ISO file. */
 export function planView (plan: LayoutPlan, image: ComposedImage): IsoView {
   const byUpper = new Map([...plan.files].map(([path, f]) => [path.toUpperCase(), f]))
+  const writer = new ImageWriter()
   return {
     lookup (path) {
       const normalized = `/${path.split('/').filter(p => p !== '').join('/')}`
       const file = plan.files.get(normalized) ?? byUpper.get(normalized.toUpperCase())
       return file === undefined ? undefined : { byteOffset: file.lba * SECTOR, size: file.size }
     },
-    read: (offset, length) => image.toBuffer(offset, offset + length)
+    read: (offset, length) => writer.toBuffer(image, offset, offset + length)
   }
 }

@@ -2,6 +2,7 @@ import { closeSync, ftruncateSync, openSync, statSync, writeSync } from 'node:fs
 import { rename } from 'node:fs/promises'
 import { join } from 'node:path'
 import { ComposedImage } from '../compose/composed-image.ts'
+import { ImageWriter } from '../compose/image-writer.ts'
 import { MODE, writeNewc } from '../cpio/newc.ts'
 import { planIso, type IsoNode } from '../iso9660/writer.ts'
 import { PLATFORM } from '../iso9660/el-torito.ts'
@@ -124,7 +125,7 @@ export async function buildSyntheticIso (options: SyntheticIsoOptions): Promise<
   const image = await ComposedImage.fromSegments(plan.segments)
   const path = join(dir, `${volumeId}-${options.arch ?? 'x86_64'}.iso`)
   try {
-    await image.saveSparse(`${path}.part`)
+    await new ImageWriter().saveSparse(image, `${path}.part`)
     await rename(`${path}.part`, path)
   } finally {
     await image.pool.close()

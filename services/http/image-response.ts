@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http'
 import type { ComposedImage } from '../compose/composed-image.ts'
+import type { ImageWriter } from '../compose/image-writer.ts'
 import { contentDisposition } from './content-disposition.ts'
 import { evaluatePreconditions, ifRangeMatches, multipartLayout, parseRange, type ByteRange } from './ranges.ts'
 
@@ -85,10 +86,10 @@ export function planImageResponse (
  * backpressure. Rejects when the image cannot be read or the client has gone;
  * the caller then destroys the response.
  */
-export async function writeImageBody (res: ServerResponse, image: ComposedImage, parts: readonly BodyPart[], tail?: Buffer): Promise<void> {
+export async function writeImageBody (res: ServerResponse, writer: ImageWriter, image: ComposedImage, parts: readonly BodyPart[], tail?: Buffer): Promise<void> {
   for (const part of parts) {
     if (part.head !== undefined) res.write(part.head)
-    await image.writeTo(res, part.start, part.end)
+    await writer.writeTo(image, res, part.start, part.end)
   }
   if (tail !== undefined) res.write(tail)
   res.end()

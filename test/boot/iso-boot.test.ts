@@ -3,6 +3,7 @@
 import t from 'tap'
 import { createHash } from 'node:crypto'
 import { FilePool } from '../../services/compose/file-pool.ts'
+import { ImageWriter } from '../../services/compose/image-writer.ts'
 import { customize, fileTemplate } from '../../services/coreos/customize.ts'
 import { filesArchive } from '../../services/coreos/ignition-archive.ts'
 import { buildMinimalTemplate } from '../../services/coreos/minimal-template.ts'
@@ -22,10 +23,10 @@ t.test('customized full and minimal ISOs boot (BIOS and UEFI) with the injected 
   const pool = new FilePool()
   t.teardown(async () => { await image.close(); await pool.close() })
   const full = customize(await fileTemplate(image, 'full-iso', 'x86_64', pool), { ignition: IGNITION, kargs: ['console=ttyS0', 'ais.test=full'] })
-  await full.saveSparse(`${dir}/full.iso`)
+  await new ImageWriter().saveSparse(full, `${dir}/full.iso`)
   const minimalTemplate = await buildMinimalTemplate(image, { arch: 'x86_64', rootfsUrl: 'http://127.0.0.1:1/boot-artifacts/rootfs?arch=x86_64&version=x' }, pool)
   const minimal = customize(minimalTemplate, { ignition: IGNITION, ramdisk: RAMDISK, kargs: ['console=ttyS0', 'ais.test=minimal'] })
-  await minimal.saveSparse(`${dir}/minimal.iso`)
+  await new ImageWriter().saveSparse(minimal, `${dir}/minimal.iso`)
 
   for (const [name, path, marker] of [['full', `${dir}/full.iso`, 'ais.test=full'], ['minimal', `${dir}/minimal.iso`, 'ais.test=minimal']] as const) {
     for (const uefi of [false, true]) {

@@ -7,7 +7,7 @@ import net from 'node:net'
 import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
-import { largeBuffersInUse } from '../../services/compose/composed-image.ts'
+import { largeBuffersInUse } from '../../services/compose/read-buffers.ts'
 import { routeIsos, startService, X86_VERSION } from '../fixtures/service.ts'
 import { listen } from '../helper.ts'
 

@@ -2,8 +2,12 @@ import t from 'tap'
 import { randomBytes } from 'node:crypto'
 import { writeFileSync } from 'node:fs'
 import { PassThrough, Writable } from 'node:stream'
-import { ComposedImage, SharedBuffers } from '../../../services/compose/composed-image.ts'
+import { ComposedImage } from '../../../services/compose/composed-image.ts'
+import { ImageWriter } from '../../../services/compose/image-writer.ts'
+import { largeBuffersInUse, ReadBuffers } from '../../../services/compose/read-buffers.ts'
 import type { Segment } from '../../../services/compose/segment.ts'
+
+const writer = new ImageWriter()
 
 function prng (seed: number): () => number {
   let s = seed >>> 0
@@ -40,7 +44,7 @@ function randomImage (dir: string, random: () => number): { segments: Segment[],
 async function collect (image: ComposedImage, start: number, end: number): Promise<Buffer> {
   const chunks: Buffer[] = []
   const sink = new Writable({ write (chunk: Buffer, _e, cb) { chunks.push(Buffer.from(chunk)); cb() } })
-  await image.writeTo(sink, start, end)
+  await writer.writeTo(image, sink, start, end)
   return Buffer.concat(chunks)
 }
 
@@ -64,10 +68,10 @@ t.test('range reads equal slices of the materialized bytes (property test)', asy
     for (let i = 0; i < 6; i++) {
       const start = Math.floor(random() * (expected.length + 1))
       const end = start + Math.floor(random() * (expected.length - start + 1))
-      t.ok((await image.toBuffer(start, end)).equals(expected.subarray(start, end)), `read ${start}-${end}`)
+      t.ok((await writer.toBuffer(image, start, end)).equals(expected.subarray(start, end)), `read ${start}-${end}`)
       t.ok((await collect(image, start, end)).equals(expected.subarray(start, end)), `writeTo ${start}-${end}`)
     }
-    t.ok((await image.toBuffer()).equals(expected), 'whole image')
+    t.ok((await writer.toBuffer(image)).equals(expected), 'whole image')
     await image.pool.close()
   }
 })
@@ -83,13 +87,13 @@ t.test('patches: size kept, ETag changes, overlaps refused, append', async t => 
   t.not(patched.etag, base.etag)
   t.not(base.patch(100, Buffer.from('abd'), 10).etag, patched.etag, 'any byte change changes the ETag')
   t.equal(base.patch(100, Buffer.from('abc'), 10).etag, patched.etag, 'same patch, same ETag')
-  t.same([...(await patched.toBuffer(98, 112))], [1, 1, 97, 98, 99, 0, 0, 0, 0, 0, 0, 0, 1, 1])
+  t.same([...(await writer.toBuffer(patched, 98, 112))], [1, 1, 97, 98, 99, 0, 0, 0, 0, 0, 0, 0, 1, 1])
   t.throws(() => patched.patch(105, Buffer.from('x')), { code: 'IMG_PATCH_OVERLAP' })
   t.throws(() => base.patch(9999, Buffer.from('xy')), RangeError)
   const appended = patched.append([Buffer.from('tail')])
   t.equal(appended.size, 10004)
-  t.equal((await appended.toBuffer(10000, 10004)).toString(), 'tail')
-  t.equal((await appended.toBuffer(100, 103)).toString(), 'abc', 'patches survive append')
+  t.equal((await writer.toBuffer(appended, 10000, 10004)).toString(), 'tail')
+  t.equal((await writer.toBuffer(appended, 100, 103)).toString(), 'abc', 'patches survive append')
   await again.pool.close()
 })
 
@@ -104,10 +108,10 @@ t.test('a destroyed stream stops reading at once', async t => {
     received += chunk.length
     if (received > 4 << 20) sink.destroy()
   })
-  await t.rejects(image.writeTo(sink), /sink closed/)
+  await t.rejects(writer.writeTo(image, sink), /sink closed/)
   t.ok(received < 24 << 20, `stopped after ${received} bytes`)
 
-  const readable = image.read()
+  const readable = writer.read(image)
   let got = 0
   await new Promise<void>(resolve => {
     readable.on('data', (chunk: Buffer) => { got += chunk.length; if (got >= 2 << 20) { readable.destroy(); resolve() } })
@@ -130,18 +134,17 @@ t.test('constant memory: a slow sink holds only a few chunks', async t => {
       setImmediate(() => { pending -= chunk.length; cb() })
     }
   })
-  await image.writeTo(sink)
+  await writer.writeTo(image, sink)
   t.ok(peak <= 20 << 20, `at most ${(peak / 1048576).toFixed(0)} MiB in flight`)
 })
 
 t.test('writeTo on a sink that stalls and is then destroyed: it ends, and every shared buffer comes back', async t => {
-  const { largeBuffersInUse } = await import('../../../services/compose/composed-image.ts')
   const dir = t.testdir()
   writeFileSync(`${dir}/big.bin`, randomBytes(32 << 20))
   const image = await ComposedImage.fromSegments([{ kind: 'file', path: `${dir}/big.bin`, offset: 0, length: 32 << 20 }])
   // A sink that accepts writes but never completes them: like a socket whose peer stopped reading.
   const stalled = new Writable({ highWaterMark: 1 << 20, write (_chunk, _encoding, _callback) { /* never calls back */ } })
-  const writing = image.writeTo(stalled)
+  const writing = writer.writeTo(image, stalled)
   await new Promise(resolve => setTimeout(resolve, 100))
   t.ok(largeBuffersInUse() > 0, 'buffers are lent while the write is pending')
   stalled.destroy()
@@ -151,8 +154,7 @@ t.test('writeTo on a sink that stalls and is then destroyed: it ends, and every 
 })
 
 t.test('the read-buffer pool: what it lends comes back and is reused, within its budget', async t => {
-  const pool = new SharedBuffers()
-  pool.budget = 8 << 20
+  const pool = new ReadBuffers(8 << 20)
   const a = pool.take(4 << 20)
   const b = pool.take(4 << 20)
   t.equal(pool.largeInUse, 8 << 20)
@@ -177,7 +179,7 @@ t.test('zero segments stream from one shared chunk, however long', async t => {
   const image = await ComposedImage.fromSegments([{ kind: 'buffer', data: Buffer.from('x') }, { kind: 'zero', length: 9 << 20 }])
   const chunks: Buffer[] = []
   const sink = new Writable({ write (chunk: Buffer, _encoding, done) { chunks.push(chunk); done() } })
-  await image.writeTo(sink)
+  await writer.writeTo(image, sink)
   const zeros = chunks.slice(1)
   t.equal(zeros.reduce((n, c) => n + c.length, 0), 9 << 20)
   t.ok(zeros.every(c => c.buffer === zeros[0]!.buffer && c.every(byte => byte === 0)), `${zeros.length} chunks, one underlying buffer of zeros`)

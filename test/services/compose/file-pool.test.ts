@@ -3,12 +3,14 @@ import { randomBytes } from 'node:crypto'
 import { fsyncSync, openSync, readFileSync, truncateSync, writeFileSync } from 'node:fs'
 import { Writable } from 'node:stream'
 import { ComposedImage } from '../../../services/compose/composed-image.ts'
+import { ImageWriter } from '../../../services/compose/image-writer.ts'
 import { FilePool, openFileCount } from '../../../services/compose/file-pool.ts'
 import { loadMemoryMapper, type MemoryMapper } from '../../../services/compose/memory-map.ts'
 
 // Where koffi has no binary (s390x) these tests skip; test/routes/mmap-fallback.test.ts covers that platform's path.
 let unavailable: string | false = false
 const mapper: MemoryMapper | undefined = await loadMemoryMapper().catch((err: Error) => { unavailable = `memory maps unavailable here: ${err.message}`; return undefined })
+const writer = new ImageWriter()
 const POSIX_FADV_DONTNEED = 4
 const fadvise = mapper !== undefined
   ? (await import('koffi')).default.load('libc.so.6').func('int posix_fadvise(int fd, int64_t offset, int64_t len, int advice)') as (fd: number, offset: number, length: number, advice: number) => number
@@ -75,7 +77,7 @@ t.test('pages dropped from the page cache are faulted in off the event loop, and
   t.equal(fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0)
   t.notOk(file.region!.resident(4096, 1 << 20), 'cold after POSIX_FADV_DONTNEED')
   const { sink, bytes } = collector()
-  await image.writeTo(sink)
+  await writer.writeTo(image, sink)
   t.ok(bytes().equals(Buffer.concat([Buffer.from('head'), content.subarray(4096)])), 'every byte as on disk')
   t.ok(file.region!.resident(4096, content.length - 4096), 'resident after the stream')
   file.release()
@@ -88,7 +90,7 @@ t.test('a sink destroyed mid-stream releases the mapped file once it has closed'
   const pool = new FilePool({ mapper })
   const image = await ComposedImage.fromSegments([{ kind: 'file', path, offset: 0, length: 16 << 20 }], pool)
   const stalled = new Writable({ highWaterMark: 1 << 20, write (_chunk, _encoding, _callback) { /* never completes */ } })
-  const writing = image.writeTo(stalled)
+  const writing = writer.writeTo(image, stalled)
   await new Promise(resolve => setTimeout(resolve, 50))
   t.equal(await pool.users(), 1, 'held while the stream runs')
   stalled.destroy()
@@ -106,7 +108,7 @@ t.test('many ranges written to one sink (a multipart answer) leave no listener b
   const image = await ComposedImage.fromSegments([{ kind: 'file', path, offset: 0, length: 4 << 20 }], pool)
   const { sink, bytes } = collector()
   const before = { close: sink.listenerCount('close'), drain: sink.listenerCount('drain') }
-  for (let i = 0; i < 40; i++) await image.writeTo(sink, i * 65536, i * 65536 + 1000)
+  for (let i = 0; i < 40; i++) await writer.writeTo(image, sink, i * 65536, i * 65536 + 1000)
   t.same({ close: sink.listenerCount('close'), drain: sink.listenerCount('drain') }, before)
   t.equal(bytes().length, 40_000)
 })
@@ -120,7 +122,7 @@ t.test('a read that fails mid-stream rejects at once; the file is released when 
   truncateSync(path, 1 << 20)
   // A sink slow to complete: writes are still pending when the read fails.
   const sink = new Writable({ highWaterMark: 8 << 20, write (_chunk, _e, done) { setTimeout(done, 200) } })
-  await t.rejects(image.writeTo(sink), /ended early/)
+  await t.rejects(writer.writeTo(image, sink), /ended early/)
   t.notOk(sink.destroyed, 'the sink is the caller\'s to destroy (and its error to log)')
   t.equal(await pool.users(), 1, 'the file is held while the sink may still send its bytes')
   sink.destroy()

@@ -2,6 +2,7 @@ import t from 'tap'
 import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { FilePool } from '../../../services/compose/file-pool.ts'
+import { ImageWriter } from '../../../services/compose/image-writer.ts'
 import { customize, fileTemplate } from '../../../services/coreos/customize.ts'
 import { IsoImage } from '../../../services/iso9660/reader.ts'
 import { initrdFiles } from '../../fixtures/initrd-reader.ts'
@@ -84,7 +85,7 @@ t.test('golden ISOs: every one customizes; s390x kargs land in cdboot.img', asyn
     const template = await fileTemplate(image, 'full-iso', arch, pool)
     const kargs = template.areas.kargs.length > 0 ? ['console=ttysclp0'] : []
     const custom = customize(template, { ignition: IGNITION, kargs })
-    const bytes = await custom.toBuffer()
+    const bytes = await new ImageWriter().toBuffer(custom)
     const ign = template.areas.ignition!
     t.same(initrdFiles(bytes.subarray(ign.offset, ign.offset + ign.length)).get('config.ign'), IGNITION, `${name}: Ignition decodes`)
     for (const area of template.areas.kargs) {

@@ -1,5 +1,6 @@
 import t from 'tap'
 import { FilePool } from '../../../services/compose/file-pool.ts'
+import { ImageWriter } from '../../../services/compose/image-writer.ts'
 import { findBootArtifacts, initrdAddrsize, pxeInitrd, rangeImage } from '../../../services/coreos/pxe.ts'
 import { filesArchive } from '../../../services/coreos/ignition-archive.ts'
 import { IsoImage } from '../../../services/iso9660/reader.ts'
@@ -19,7 +20,7 @@ t.test('PXE initrd: initrd.img then aligned Ignition, ramdisk and nmstate archiv
   const ramdisk = filesArchive([{ name: 'etc/ramdisk-marker', mode: 0o100644, data: Buffer.from('ramdisk') }])
   const nmstate = filesArchive([{ name: 'usr/bin/nmstatectl', mode: 0o100755, data: Buffer.from('nm') }])
   const initrd = pxeInitrd(base, { ignition: Buffer.from('{"ignition":{}}'), ramdisk, nmstate })
-  const bytes = await initrd.toBuffer()
+  const bytes = await new ImageWriter().toBuffer(initrd)
   const original = await image.readFile(image.lookup('/images/pxeboot/initrd.img')!)
   t.ok(bytes.subarray(0, original.length).equals(original), 'starts with initrd.img unchanged')
   const ignitionAt = original.length + ((4 - (original.length % 4)) % 4)
@@ -30,7 +31,7 @@ t.test('PXE initrd: initrd.img then aligned Ignition, ramdisk and nmstate archiv
   t.equal(files.get('etc/ramdisk-marker')?.toString(), 'ramdisk')
   t.equal(files.get('usr/bin/nmstatectl')?.toString(), 'nm')
   const withoutRamdisk = pxeInitrd(base, { ignition: Buffer.from('{}'), nmstate })
-  t.notOk(initrdFiles((await withoutRamdisk.toBuffer()).subarray(ignitionAt)).has('usr/bin/nmstatectl'), 'nmstate only with a ramdisk')
+  t.notOk(initrdFiles((await new ImageWriter().toBuffer(withoutRamdisk)).subarray(ignitionAt)).has('usr/bin/nmstatectl'), 'nmstate only with a ramdisk')
   t.not(initrd.etag, withoutRamdisk.etag)
 })
 

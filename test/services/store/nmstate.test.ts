@@ -2,6 +2,7 @@ import t, { type Test } from 'tap'
 import { createHash } from 'node:crypto'
 import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { ImageWriter } from '../../../services/compose/image-writer.ts'
 import { buildSyntheticIso } from '../../../services/coreos/synthetic-iso.ts'
 import { ImageStore } from '../../../services/store/image-store.ts'
 import type { StoreFollower } from '../../../services/store/store-types.ts'
@@ -69,7 +70,7 @@ t.test('nmstatectl comes out of a real-layout rootfs in-process, with no unsquas
     t.equal(sha256(member!.data), expected.sha256)
 
     const minimalPath = join(dir, 'minimal.iso')
-    await prepared!.templates['minimal-iso']!.image.saveSparse(minimalPath)
+    await new ImageWriter().saveSparse(prepared!.templates['minimal-iso']!.image, minimalPath)
     const minimal = await IsoImage.open(minimalPath)
     const inIso = nmstatectlMember(await minimal.readFile(minimal.lookup('/images/nmstate.img')!))
     t.equal(sha256(inIso!.data), expected.sha256, `${image}: the minimal ISO's /images/nmstate.img carries it`)
