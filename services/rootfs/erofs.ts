@@ -1,10 +1,9 @@
 import { decompressBlock, CompressionError, type Codec } from '../compression/index.ts'
 import type { ByteSource } from './byte-source.ts'
-import { crc32c } from './crc32c.ts'
 import { FilesystemError } from '../errors.ts'
 import { checkEntryName, type DirEntry, type FileType, type Inode, type ReadOnlyFilesystem, type Stat } from './filesystem.ts'
 import { DecodedCache } from './decoded-cache.ts'
-import { EROFS_MAGIC } from './magic.ts'
+import { readErofsSuperblock, type ErofsSuperblock } from './erofs-superblock.ts'
 
 /**
  * EROFS, read in place (layout: erofs-utils' include/erofs_fs.h). Uncompressed
@@ -12,16 +11,6 @@ import { EROFS_MAGIC } from './magic.ts'
  * lcluster indexes, big pclusters, ztailpacking, fragments and the packed
  * inode, dedupe, plain/interlaced pclusters) with lz4, lzma, deflate and zstd.
  */
-
-const SUPER_OFFSET = EROFS_MAGIC.offset
-
-const INCOMPAT = new Map<number, string>([
-  [0x01, 'lz4_0padding'], [0x02, 'compr_cfgs/big_pcluster'], [0x04, 'chunked_file'], [0x08, 'device_table'],
-  [0x10, 'ztailpacking'], [0x20, 'fragments/dedupe'], [0x40, 'xattr_prefixes'], [0x80, '48bit'], [0x100, 'metabox']
-])
-/** Bits whose meaning this reader implements (xattr prefixes only matter to xattr readers). */
-const INCOMPAT_SUPPORTED = 0x01 | 0x02 | 0x04 | 0x10 | 0x20 | 0x40
-const COMPAT_SB_CHKSUM = 0x01
 
 const LAYOUT_FLAT_PLAIN = 0
 const LAYOUT_COMPRESSED_FULL = 1
@@ -112,54 +101,24 @@ export class ErofsFilesystem implements ReadOnlyFilesystem {
   readonly rootId: number
   readonly blockBits: number
   readonly blockSize: number
+  readonly superblock: ErofsSuperblock
   readonly #source: ByteSource
   readonly #metaBase: number
-  readonly #features: number
-  readonly #algorithms: number
-  readonly #packedNid: number
   #packed: ErofsInode | undefined
   readonly #decoded = new DecodedCache(32 << 20)
 
-  private constructor (source: ByteSource, sb: Buffer) {
+  private constructor (source: ByteSource, sb: ErofsSuperblock) {
     this.#source = source
-    this.blockBits = sb[12]!
-    this.blockSize = 1 << this.blockBits
-    this.rootId = sb.readUInt16LE(14)
-    this.#metaBase = sb.readUInt32LE(40) * this.blockSize
-    this.#features = sb.readUInt32LE(80)
-    this.#algorithms = (this.#features & 0x02) !== 0 ? sb.readUInt16LE(84) : 1 // without compr_cfgs only lz4 exists
-    const packed = sb.readBigUInt64LE(96)
-    if (packed > BigInt(Number.MAX_SAFE_INTEGER)) throw new FilesystemError('erofs: packed inode nid out of range')
-    this.#packedNid = Number(packed)
+    this.superblock = sb
+    this.blockBits = sb.blkszbits
+    this.blockSize = 1 << sb.blkszbits
+    this.rootId = sb.rootNid
+    this.#metaBase = sb.metaBlkaddr * this.blockSize
   }
 
   static async open (source: ByteSource): Promise<ErofsFilesystem> {
-    const head = await source.read(SUPER_OFFSET, 128, 'erofs superblock')
-    if (head.readUInt32LE(0) !== EROFS_MAGIC.value) throw new FilesystemError('not an EROFS image (bad superblock magic)')
-    const blockBits = head[12]!
-    if (blockBits < 9 || blockBits > 16) throw new FilesystemError(`erofs: unsupported block size 2^${blockBits}`)
-    const blockSize = 1 << blockBits
-    const incompat = head.readUInt32LE(80)
-    const unknown = incompat & ~INCOMPAT_SUPPORTED
-    if (unknown !== 0) {
-      const names = []
-      for (let bit = 1; bit !== 0 && bit <= unknown; bit <<= 1) {
-        if ((unknown & bit) !== 0) names.push(INCOMPAT.get(bit) ?? `0x${bit.toString(16)}`)
-      }
-      throw new FilesystemError(`erofs: unsupported incompatible feature ${names.join(', ')}`)
-    }
-    const sbSize = 128 + head[13]! * 16
-    if (SUPER_OFFSET + sbSize > Math.max(blockSize, SUPER_OFFSET + 128) || sbSize > 1024) throw new FilesystemError('erofs: invalid superblock size')
-    if ((head.readUInt32LE(8) & COMPAT_SB_CHKSUM) !== 0) {
-      const length = blockSize > SUPER_OFFSET ? blockSize - SUPER_OFFSET : blockSize
-      const block = Buffer.from(await source.read(SUPER_OFFSET, length, 'erofs superblock'))
-      const stored = block.readUInt32LE(4)
-      block.writeUInt32LE(0, 4)
-      if (crc32c(0xFFFFFFFF, block) !== stored) throw new FilesystemError('erofs: superblock checksum mismatch')
-    }
-    // Every field this reader uses lies in the first 128 bytes.
-    const fs = new ErofsFilesystem(source, head)
-    if (fs.#packedNid !== 0) fs.#packed = await fs.inode(fs.#packedNid)
+    const fs = new ErofsFilesystem(source, await readErofsSuperblock(source))
+    if (fs.superblock.packedNid !== 0) fs.#packed = await fs.inode(fs.superblock.packedNid)
     return fs
   }
 
@@ -520,7 +479,7 @@ export class ErofsFilesystem implements ReadOnlyFilesystem {
     const algorithm = z.algorithms[head.type === LCLUSTER_HEAD2 ? 1 : 0]
     const codec = ALGORITHMS[algorithm]
     if (codec === undefined) throw new FilesystemError(`erofs: inode ${inode.id} uses unknown compression algorithm ${algorithm}`)
-    if ((this.#algorithms & (1 << algorithm)) === 0) throw new FilesystemError(`erofs: inode ${inode.id} uses ${ALGORITHM_NAMES[algorithm]}, which the superblock does not list`)
+    if ((this.superblock.availableComprAlgs & (1 << algorithm)) === 0) throw new FilesystemError(`erofs: inode ${inode.id} uses ${ALGORITHM_NAMES[algorithm]}, which the superblock does not list`)
     return codec
   }
 
