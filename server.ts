@@ -11,6 +11,7 @@ import type { Logger } from 'pino'
 import type { AppOptions } from './app.ts'
 import { ConfigError, loadConfig, processEnv, type Config } from './services/config.ts'
 import { createLogger } from './services/observe/logger.ts'
+import { onTermination } from './services/process/shutdown.ts'
 
 export { createLogger }
 
@@ -115,25 +116,17 @@ export async function startServer (config: Config, options: ServerOptions & { ho
  * grace period, then exits 0.
  */
 export function handleShutdown (fastify: FastifyInstance, graceSeconds: number, exit: (code: number) => void = process.exit, extraServer?: http.Server): void {
-  let stopping = false
-  const stop = (signal: string): void => {
-    if (stopping) return
-    stopping = true
-    fastify.log.info({ signal, graceSeconds }, 'shutting down')
-    const timer = setTimeout(() => {
-      fastify.log.warn('grace period over, closing remaining connections')
+  onTermination({
+    log: fastify.log,
+    graceMs: graceSeconds * 1000,
+    drain: async () => { await fastify.close() },
+    force: () => {
       fastify.server.closeAllConnections()
       extraServer?.closeAllConnections()
       exit(0)
-    }, graceSeconds * 1000)
-    timer.unref()
-    fastify.close().then(() => exit(0), (err: unknown) => {
-      fastify.log.error({ err }, 'error while closing')
-      exit(0)
-    })
-  }
-  process.once('SIGTERM', () => stop('SIGTERM'))
-  process.once('SIGINT', () => stop('SIGINT'))
+    },
+    exit
+  })
 }
 
 /**
@@ -200,7 +193,7 @@ async function main (): Promise<void> {
     throw err
   }
   if (cluster.isWorker) {
-    const { followPrimary, primaryMetrics } = await import('./services/process/cluster.ts')
+    const { followPrimary, primaryMetrics } = await import('./services/process/worker.ts')
     // A worker serves what the primary prepares; the primary answered for DATA_DIR and the demo.
     const { fastify, extraServer } = await startServer(config, { app: { imageStore: { follower: followPrimary() }, metrics: { exposition: () => primaryMetrics() } } })
     handleShutdown(fastify, config.shutdownGraceSeconds, process.exit, extraServer)

@@ -6,7 +6,7 @@ import { IMAGE_ID_PATTERN } from '../services/images/credentials.ts'
 export const UUID = '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
 
 /** The `{ code, message }` body of every error answer (plugins/app/errors.ts). */
-export const errorBody = {
+export const errorBodySchema = {
   type: 'object',
   required: ['code', 'message'],
   properties: { code: { type: 'string' }, message: { type: 'string' } },
@@ -14,7 +14,7 @@ export const errorBody = {
 } as const
 
 /** Error answers an image route may give; its 200/206 bodies are images, written by plugins/app/send-image.ts. */
-export const imageRouteResponses = { '4xx': errorBody, '5xx': errorBody } as const
+export const imageRouteResponses = { '4xx': errorBodySchema, '5xx': errorBodySchema } as const
 
 /** Path of the short ISO routes: `/{byid|bytoken|byapikey}/{first}/{version}/{arch}/{filename}`. */
 export const isoPathParams = <First extends string>(first: First, pattern?: string) => ({

@@ -59,7 +59,7 @@ export interface IsoRouteSpec {
 export function isoRoute (fastify: FastifyInstance, spec: IsoRouteSpec): void {
   fastify.withTypeProvider<JsonSchemaToTsProvider>().get(spec.url, {
     schema: { params: isoPathParams(spec.param, spec.pattern), response: imageRouteResponses },
-    config: { limited: true, imageRoute: true, metricsHandler: spec.metricsHandler }
+    config: { limited: true, imageRoute: true, cors: true, metricsHandler: spec.metricsHandler }
   }, async function downloadIso (request, reply) {
     const { version, arch, filename } = request.params
     const value = request.params[spec.param]!

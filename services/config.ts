@@ -1,4 +1,4 @@
-import { availableCpus } from './process/cluster.ts'
+import { availableCpus } from './process/cpus.ts'
 import { createPublicKey } from 'node:crypto'
 import { accessSync, constants, existsSync, readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'

@@ -29,7 +29,7 @@ interface Answer {
 }
 
 /** Seconds a client waits before asking again for an image that is still being prepared. */
-export const IMAGE_RETRY_AFTER_SECONDS = 30
+const IMAGE_RETRY_AFTER_SECONDS = 30
 const LINK_STORE_RETRY_AFTER_SECONDS = 10
 
 const BAD_REQUEST: Answer = { status: 400 }

@@ -18,7 +18,7 @@ declare module 'fastify' {
 }
 
 /** The embedded store's directory in DATA_DIR; earlier versions kept one JSON file. */
-export const SHORT_LINKS_DIR = 'short-links'
+const SHORT_LINKS_DIR = 'short-links'
 const LEGACY_FILE = 'short-links.json'
 
 export default fp(async function shortLinksPlugin (fastify) {

@@ -2,7 +2,7 @@ import fp from 'fastify-plugin'
 import type { FastifyRequest } from 'fastify'
 import fastifyMetricsModule from 'fastify-metrics'
 import { Gauge, Histogram, Registry } from 'prom-client'
-import { answerRegistryRequests } from '../../services/process/cluster.ts'
+import { answerRegistryRequests } from '../../services/process/worker.ts'
 import { meterResponse } from '../app/response-meter.ts'
 import cluster from 'node:cluster'
 import { METRIC_PREFIX, processMemoryMetrics } from '../../services/observe/metrics.ts'
@@ -37,8 +37,8 @@ export interface MetricsOptions {
 
 /** go-http-metrics' label names; `service` is always empty, as upstream never names one. */
 const HTTP_LABELS = ['service', 'handler', 'method', 'code'] as const
-export const HTTP_DURATION_BUCKETS = [0.1, 1, 10, 50, 100, 300, 600]
-export const HTTP_SIZE_BUCKETS = [100, 1e6, 5e8, 1e9, 1e10]
+const HTTP_DURATION_BUCKETS = [0.1, 1, 10, 50, 100, 300, 600]
+const HTTP_SIZE_BUCKETS = [100, 1e6, 5e8, 1e9, 1e10]
 
 function handlerOf (request: FastifyRequest): string | undefined {
   const label = request.routeOptions.config.metricsHandler
@@ -52,7 +52,7 @@ export default fp<MetricsOptions>(async function metricsPlugin (fastify, opts) {
   // In a worker: the primary aggregates this registry with the others and its own.
   if (opts.exposition !== undefined) answerRegistryRequests(registry)
   const exposition = opts.exposition ?? (() => registry.metrics())
-  fastify.get('/metrics', { config: { plainHttp: true } }, async function metrics (_request, reply) {
+  fastify.get('/metrics', { config: { plainHttp: true, neverShed: true } }, async function metrics (_request, reply) {
     return await reply.type(registry.contentType).send(await exposition())
   })
 

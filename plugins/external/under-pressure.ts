@@ -6,11 +6,11 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     /** The route serves an image: it is never shed for event-loop delay (MAX_EVENT_LOOP_DELAY_MS). */
     imageRoute?: boolean
+    /** Probes and metrics: never shed, they must answer even when the process is overloaded. */
+    neverShed?: boolean
   }
 }
 
-/** Probes and metrics must answer even when the process is overloaded. */
-const EXEMPT = new Set(['/live', '/health', '/metrics'])
 const RETRY_AFTER_SECONDS = 10
 
 /**
@@ -30,7 +30,7 @@ export default fp(async function underPressurePlugin (fastify) {
     retryAfter: RETRY_AFTER_SECONDS,
     sampleInterval: 500,
     pressureHandler (request, reply, type) {
-      if (EXEMPT.has(request.routeOptions.url ?? '')) return undefined
+      if (request.routeOptions.config.neverShed === true) return undefined
       if (type === TYPE_EVENT_LOOP_DELAY && request.routeOptions.config.imageRoute === true && !heapOver()) return undefined
       void reply.code(503).header('retry-after', String(RETRY_AFTER_SECONDS))
       // under-pressure sends a non-null return value as the body (its typings say void).

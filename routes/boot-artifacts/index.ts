@@ -14,7 +14,7 @@ function metricsHandler (request: FastifyRequest): string {
 export default async function bootArtifactRoutes (fastify: FastifyInstance) {
   fastify.withTypeProvider<JsonSchemaToTsProvider>().get('/boot-artifacts/:artifact', {
     schema: { params: artifactParams, querystring: osImageQuery, response: imageRouteResponses },
-    config: { plainHttp: true, imageRoute: true, metricsHandler }
+    config: { plainHttp: true, imageRoute: true, cors: true, metricsHandler }
   }, async function downloadBootArtifact (request, reply) {
     const { version, arch = 'x86_64' } = request.query
     await sendServed(reply, await fastify.images.bootArtifact({ artifact: request.params.artifact, version, arch }))

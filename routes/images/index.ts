@@ -14,7 +14,7 @@ export default async function imagesRoutes (fastify: FastifyInstance) {
   /** Deprecated long form of the ISO routes. */
   app.get('/images/:imageId', {
     schema: { params: imageIdParams, querystring: isoQuery, response: imageRouteResponses },
-    config: { limited: true, imageRoute: true, metricsHandler: LONG }
+    config: { limited: true, imageRoute: true, cors: true, metricsHandler: LONG }
   }, async function downloadImage (request, reply) {
     const { version, type, arch = 'x86_64' } = request.query
     await sendServed(reply, await fastify.images.iso({
@@ -25,7 +25,7 @@ export default async function imagesRoutes (fastify: FastifyInstance) {
 
   app.get('/images/:imageId/pxe-initrd', {
     schema: { params: imageIdParams, querystring: osImageQuery, response: imageRouteResponses },
-    config: { limited: true, plainHttp: true, imageRoute: true, metricsHandler: PXE_INITRD }
+    config: { limited: true, plainHttp: true, imageRoute: true, cors: true, metricsHandler: PXE_INITRD }
   }, async function downloadPxeInitrd (request, reply) {
     await sendServed(reply, await fastify.images.pxeInitrd({
       imageId: request.params.imageId, version: request.query.version, arch: request.query.arch ?? 'x86_64', ...credentialSources(request), signal: clientSignal(reply)
@@ -35,7 +35,7 @@ export default async function imagesRoutes (fastify: FastifyInstance) {
 
   app.get('/images/:imageId/s390x-initrd-addrsize', {
     schema: { params: imageIdParams, querystring: osImageQuery, response: imageRouteResponses },
-    config: { limited: true, imageRoute: true, metricsHandler: ADDRSIZE }
+    config: { limited: true, imageRoute: true, cors: true, metricsHandler: ADDRSIZE }
   }, async function downloadAddrsize (request, reply) {
     await sendServed(reply, await fastify.images.addrsize({
       imageId: request.params.imageId, version: request.query.version, ...credentialSources(request), signal: clientSignal(reply)

@@ -4,11 +4,11 @@ import { healthResponse, liveResponse } from '../schemas.ts'
 export default async function probeRoutes (fastify: FastifyInstance) {
   const { readiness } = fastify
 
-  fastify.get('/live', { schema: { response: liveResponse }, config: { plainHttp: true } }, async function live () {
+  fastify.get('/live', { schema: { response: liveResponse }, config: { plainHttp: true, neverShed: true } }, async function live () {
     return { status: 'alive' }
   })
 
-  fastify.get('/health', { schema: { response: healthResponse }, config: { plainHttp: true } }, async function health (_request, reply) {
+  fastify.get('/health', { schema: { response: healthResponse }, config: { plainHttp: true, neverShed: true } }, async function health (_request, reply) {
     const degraded = readiness.degraded()
     const refused = readiness.refused()
     const details = { ...(degraded.length > 0 ? { degraded } : {}), ...(refused.length > 0 ? { refused } : {}) }

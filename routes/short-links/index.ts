@@ -9,7 +9,7 @@ const URL = '/s/:code/:filename'
 export default async function shortLinkRoutes (fastify: FastifyInstance) {
   fastify.withTypeProvider<JsonSchemaToTsProvider>().get(URL, {
     schema: { params: shortLinkParams, response: imageRouteResponses },
-    config: { limited: true, imageRoute: true, metricsHandler: '/s/:code' }
+    config: { limited: true, imageRoute: true, cors: true, metricsHandler: '/s/:code' }
   }, async function downloadByShortLink (request, reply) {
     await sendServed(reply, await fastify.images.shortLink({ code: request.params.code, filename: request.params.filename, signal: clientSignal(reply) }))
   })

@@ -157,7 +157,7 @@ function pxeEntry (store: ImageStore, version: string | undefined, arch: string)
 export const ARTIFACTS = ['rootfs', 'kernel', 'ins-file'] as const
 
 /** How long a link outlives its credential's expiry, answering 401. */
-export const EXPIRED_LINK_KEPT_MS = 24 * 3600_000
+const EXPIRED_LINK_KEPT_MS = 24 * 3600_000
 
 /**
  * What every image route serves, from what the request carried: the

@@ -2,7 +2,8 @@ import cluster, { type Worker } from 'node:cluster'
 import module from 'node:module'
 import { AggregatorRegistry, Counter, Registry, type MetricObjectWithValues, type MetricValue } from 'prom-client'
 import type { Config } from '../config.ts'
-import { isMessage, ServingBook, type ClusterMessage } from './cluster.ts'
+import { isMessage, type ClusterMessage } from './messages.ts'
+import { onTermination } from './shutdown.ts'
 import { createLogger } from '../observe/logger.ts'
 import { downloadMetrics, METRIC_PREFIX, processMemoryMetrics } from '../observe/metrics.ts'
 import { ImageStore } from '../store/image-store.ts'
@@ -96,21 +97,22 @@ export async function runPrimary (config: Config, workerEnv: Record<string, stri
   // The workers then find in the compile cache what this process compiled.
   module.flushCompileCache()
   for (let i = 0; i < config.workers; i++) cluster.fork(env)
-  log.info({ workers: config.workers, port: config.listenPort, httpPort: config.httpListenPort }, 'listening')
+  log.info({ workers: config.workers, port: config.listenPort, httpPort: config.httpListenPort }, 'workers started')
 
-  const stop = (signal: string): void => {
-    if (stopping) return
-    stopping = true
-    log.info({ signal }, 'shutting down the workers')
-    const alive = workers()
-    const exited = Promise.all(alive.map(w => new Promise(resolve => { if (w.isDead()) resolve(undefined); else w.once('exit', resolve) })))
-    for (const worker of alive) worker.process.kill('SIGTERM')
-    const timer = setTimeout(() => { for (const w of workers()) w.process.kill('SIGKILL') }, (config.shutdownGraceSeconds + 5) * 1000)
-    timer.unref()
-    void exited.then(async () => { await store.close(); process.exit(0) })
-  }
-  process.once('SIGTERM', () => stop('SIGTERM'))
-  process.once('SIGINT', () => stop('SIGINT'))
+  onTermination({
+    log,
+    // The workers have the grace period themselves; they are killed only if they overrun it.
+    graceMs: (config.shutdownGraceSeconds + 5) * 1000,
+    drain: async () => {
+      stopping = true
+      const alive = workers()
+      const exited = Promise.all(alive.map(w => new Promise(resolve => { if (w.isDead()) resolve(undefined); else w.once('exit', resolve) })))
+      for (const worker of alive) worker.process.kill('SIGTERM')
+      await exited
+      await store.close()
+    },
+    force: () => { for (const w of workers()) w.process.kill('SIGKILL') }
+  })
 }
 
 
@@ -146,5 +148,31 @@ class ClusterScrapes {
 
   answered (workerId: number, id: number, metrics: RegistryJson): void {
     this.#pending.get(id)?.(workerId, metrics)
+  }
+}
+
+/**
+ * The primary's book of which worker can serve which image: an image is
+ * ready for /health only when every live worker has it prepared, so every
+ * worker answers readiness alike.
+ */
+export class ServingBook {
+  readonly #prepared = new Map<number, Set<string>>()
+
+  worker (id: number): void { if (!this.#prepared.has(id)) this.#prepared.set(id, new Set()) }
+  gone (id: number): void { this.#prepared.delete(id) }
+
+  prepared (id: number, key: string, ready: boolean): void {
+    const keys = this.#prepared.get(id) ?? new Set<string>()
+    if (ready) keys.add(key)
+    else keys.delete(key)
+    this.#prepared.set(id, keys)
+  }
+
+  /** Keys every live worker can serve (none while there is no worker). */
+  serving (keys: readonly string[]): string[] {
+    const workers = [...this.#prepared.values()]
+    if (workers.length === 0) return []
+    return keys.filter(key => workers.every(prepared => prepared.has(key)))
   }
 }
