@@ -80,11 +80,7 @@ export default fp<ImageStoreOptions>(async function imageStorePlugin (fastify, o
   const mapper = await chooseFileAccess(fastify.config.mmapImageFiles, log)
   const store = new ImageStore({
     config: fastify.config,
-    log: {
-      info: (obj, msg) => log.info(obj, msg),
-      warn: (obj, msg) => log.warn(obj, msg),
-      error: (obj, msg) => log.error(obj, msg)
-    },
+    log,
     metrics: { ...downloads, readyChanged: count => ready.set(count) },
     ...(opts.timing !== undefined ? { timing: opts.timing } : {}),
     ...(opts.follower !== undefined ? { follower: opts.follower } : {}),

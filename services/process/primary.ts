@@ -33,7 +33,7 @@ export async function runPrimary (config: Config, workerEnv: Record<string, stri
   const restarts = new Counter({ name: `${METRIC_PREFIX}worker_restarts_total`, help: 'Workers that died and were replaced', registers: [registry] })
   const store = new ImageStore({
     config,
-    log: { info: (o, m) => log.info(o, m), warn: (o, m) => log.warn(o, m), error: (o, m) => log.error(o, m) },
+    log,
     metrics: { ...downloadMetrics(registry), readyChanged: () => {} }
   })
   // Workers see the configuration the primary settled on (the demo's images and InfraEnvs included).
