@@ -1,11 +1,11 @@
 import { closeSync, ftruncateSync, openSync, statSync, writeSync } from 'node:fs'
-import { rename } from 'node:fs/promises'
 import { join } from 'node:path'
 import { ComposedImage } from '../compose/composed-image.ts'
 import { ImageWriter } from '../compose/image-writer.ts'
 import { MODE, writeNewc } from '../cpio/newc.ts'
 import { planIso, type IsoNode } from '../iso9660/writer.ts'
 import { PLATFORM } from '../iso9660/el-torito.ts'
+import { writeAtomically } from '../io/atomic-write.ts'
 import { EROFS_MAGIC, hasMagic } from '../rootfs/magic.ts'
 
 export const KARG_MARKER_HASHES = 1024
@@ -125,8 +125,7 @@ export async function buildSyntheticIso (options: SyntheticIsoOptions): Promise<
   const image = await ComposedImage.fromSegments(plan.segments)
   const path = join(dir, `${volumeId}-${options.arch ?? 'x86_64'}.iso`)
   try {
-    await new ImageWriter().saveSparse(image, `${path}.part`)
-    await rename(`${path}.part`, path)
+    await writeAtomically(path, async temp => { await new ImageWriter().saveSparse(image, temp) })
   } finally {
     await image.pool.close()
   }

@@ -1,7 +1,7 @@
 import { FilesystemError } from '../errors.ts'
+import { ELF_MAGIC, isElf } from '../io/elf.ts'
 import { lookup, readFile, walk, type Inode, type ReadOnlyFilesystem } from './filesystem.ts'
 
-const ELF_MAGIC = Buffer.from([0x7f, 0x45, 0x4c, 0x46])
 const MAX_BINARY = 256 << 20
 const BINARY_PATH = 'usr/bin/nmstatectl'
 
@@ -67,6 +67,6 @@ async function accept (fs: ReadOnlyFilesystem, path: string, rejected: string[])
   if (inode.stat.type !== 'file') { rejected.push(`${path} is a ${inode.stat.type}`); return undefined }
   if (inode.stat.size < ELF_MAGIC.length || inode.stat.size > MAX_BINARY) { rejected.push(`${path} has an implausible size of ${inode.stat.size} bytes`); return undefined }
   const head = await fs.read(inode, 0, ELF_MAGIC.length)
-  if (!head.equals(ELF_MAGIC)) { rejected.push(`${path} is not an ELF executable`); return undefined }
+  if (!isElf(head)) { rejected.push(`${path} is not an ELF executable`); return undefined }
   return { path, data: await readFile(fs, inode, MAX_BINARY) }
 }

@@ -1,5 +1,4 @@
-import { createHash } from 'node:crypto'
-import { createReadStream, createWriteStream } from 'node:fs'
+import { createWriteStream } from 'node:fs'
 import { open, stat, truncate } from 'node:fs/promises'
 import type http from 'node:http'
 import type https from 'node:https'
@@ -8,6 +7,8 @@ import { Transform } from 'node:stream'
 import got, { type Response } from 'got'
 import { outboundAgents, type OutboundOptions } from '../http/agents.ts'
 import { DownloadError } from '../errors.ts'
+import { backoffDelay, sleep } from '../io/backoff.ts'
+import { fileSha256 } from '../io/file-hash.ts'
 
 export interface DownloadLog {
   info: (obj: object, msg: string) => void
@@ -28,15 +29,6 @@ export interface DownloadOptions extends OutboundOptions {
   signal?: AbortSignal
   /** Label for log lines (the OS image key, never the URL: it may carry credentials). */
   label: string
-}
-
-/** Waits `ms`, or rejects when `signal` aborts; the abort listener never outlives the wait. */
-export function sleep (ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onAbort = (): void => { clearTimeout(timer); reject(signal!.reason as Error) }
-    const timer = setTimeout(() => { signal?.removeEventListener('abort', onAbort); resolve() }, ms)
-    signal?.addEventListener('abort', onAbort, { once: true })
-  })
 }
 
 /**
@@ -71,16 +63,14 @@ export async function download (url: string, tempPath: string, options: Download
         if (!retriable || attempt >= attempts) {
           throw err instanceof DownloadError ? err : new DownloadError((err as Error).message, true)
         }
-        const delay = Math.min(MAX_BACKOFF_MS, base * 2 ** (attempt - 1)) * (0.5 + Math.random() / 2)
+        const delay = backoffDelay(attempt, { baseMs: base, maxMs: MAX_BACKOFF_MS, jitter: 0.5 })
         options.log.warn({ image: options.label, attempt, error: (err as Error).message, retryInMs: Math.round(delay) }, 'download interrupted, retrying')
         await sleep(delay, options.signal)
       }
     }
     const fh = await open(tempPath, 'r+')
     try { await fh.sync() } finally { await fh.close() }
-    const hash = createHash('sha256')
-    await pipeline(createReadStream(tempPath, { highWaterMark: 1 << 20 }), hash)
-    return { size: (await stat(tempPath)).size, sha256: hash.digest('hex') }
+    return { size: (await stat(tempPath)).size, sha256: await fileSha256(tempPath) }
   } finally {
     agents.http.destroy()
     agents.https.destroy()

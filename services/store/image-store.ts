@@ -8,7 +8,7 @@ import type { BootArtifacts } from '../coreos/pxe.ts'
 import type { IsoImage } from '../iso9660/reader.ts'
 import { DomainError } from '../errors.ts'
 import { ConcurrencyLimiter } from '../http/limiter.ts'
-import { sleep } from './download.ts'
+import { backoffDelay, sleep } from '../io/backoff.ts'
 import type { PreparedImage, StoreConfig, StoreFollower, StoreLog, StoreMetrics, StoreTiming } from './store-types.ts'
 import { ImagePreparer } from './image-preparer.ts'
 import {
@@ -258,7 +258,7 @@ export class ImageStore {
           this.#setState(key, { status: 'refused', error: (err as Error).message })
           return
         }
-        const delay = Math.min(this.#timing.retryMaxMs, this.#timing.retryBaseMs * 2 ** failures) * (0.75 + Math.random() / 4)
+        const delay = backoffDelay(failures + 1, { baseMs: this.#timing.retryBaseMs, maxMs: this.#timing.retryMaxMs, jitter: 0.25 })
         this.#log.error({ image: key, error: (err as Error).message, retryInMs: Math.round(delay) }, 'OS image not ready, will retry')
         this.#setState(key, { status: 'failed', error: (err as Error).message, failures: failures + 1 })
         // A retry wait ends early on close; its abort listener is removed either way (no leak per retry).

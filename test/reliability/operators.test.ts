@@ -5,7 +5,7 @@ import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { checkDataDir } from '../../server.ts'
 import { ConfigError, loadConfig } from '../../services/config.ts'
-import { sleep } from '../../services/store/download.ts'
+import { sleep } from '../../services/io/backoff.ts'
 import { routeIsos, startService, X86_VERSION } from '../fixtures/service.ts'
 
 const ID = '0b9f3a56-2d1e-4c8a-9f1b-3e5d7c9a1b2c'
