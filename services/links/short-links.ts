@@ -6,7 +6,8 @@ import { BoundedCache } from '../io/bounded-cache.ts'
 
 /** What a short link stands for: everything the long URL carried. */
 export interface LinkTarget {
-  route: 'byid' | 'bytoken' | 'byapikey' | 'images'
+  /** The route family that minted it (`byid`, `bytoken`, ...): part of the link's identity, so each has its own code. */
+  route: string
   imageId: string
   credential?: Credential
   version: string
