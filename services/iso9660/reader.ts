@@ -5,7 +5,7 @@ import { parseBootCatalog, parseBootRecord, type BootCatalog } from './el-torito
 import { parseSusp, type RockRidge, type SuspEntries } from './rock-ridge.ts'
 import { parseSystemArea, SYSTEM_AREA_SIZE, type SystemArea } from './system-area.ts'
 import { readFully } from '../io/read-fully.ts'
-import { DESCRIPTOR, FLAG, readDescriptorLayout, readDirectoryRecord, type DirectoryRecord } from './records.ts'
+import { DESCRIPTOR, FLAG, readDescriptorLayout, readDirectoryRecord, readPathTable, type DirectoryRecord } from './records.ts'
 
 export interface Extent { lba: number, size: number }
 
@@ -276,19 +276,13 @@ export class IsoImage {
   async readPathTable (volume: VolumeDescriptor = this.primary): Promise<Array<{ name: string, lba: number, parent: number }>> {
     const { size, lLba } = volume.pathTable
     if (size > MAX_DIRECTORY_BYTES) throw new IsoFormatError(`path table of ${size} bytes is too large`)
-    const r = new ByteReader(await this.readAt(lLba * SECTOR, size), 'path table')
     const joliet = volume.raw[0] === 2
-    const records: Array<{ name: string, lba: number, parent: number }> = []
-    for (let at = 0; at + 8 <= size;) {
-      const length = r.u8(at)
-      if (length === 0) break
-      const id = r.bytes(at + 8, length)
-      // The root's identifier is one zero byte, in Joliet tables too.
-      const name = length === 1 && id[0] === 0 ? '' : joliet ? decodeUcs2(id) : id.toString('latin1')
-      records.push({ name, lba: r.u32le(at + 2), parent: r.u16le(at + 6) })
-      at += 8 + length + (length % 2)
-    }
-    return records
+    // The root's identifier is one zero byte, in Joliet tables too.
+    return readPathTable(await this.readAt(lLba * SECTOR, size), false, 'path table').map(({ identifier: id, lba, parent }) => ({
+      name: id.length === 1 && id[0] === 0 ? '' : joliet ? decodeUcs2(id) : id.toString('latin1'),
+      lba,
+      parent
+    }))
   }
 
   /** Reads `length` bytes at `offset` of the image. */

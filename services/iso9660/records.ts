@@ -1,5 +1,5 @@
 // The on-disk structures of ISO 9660 that both the reader and the writer handle, each modelled once: a type,
-// its read and its write (ECMA-119 §9.1 directory records, §8.4 volume descriptors).
+// its read and its write (ECMA-119 §9.1 directory records, §8.4 volume descriptors, §9.4 path tables).
 import { ByteReader, SECTOR, writeBoth16, writeBoth32 } from './bytes.ts'
 import { IsoFormatError } from '../errors.ts'
 
@@ -129,4 +129,57 @@ export function writeDescriptorLayout (d: Buffer, layout: DescriptorLayout): voi
   d.writeUInt32BE(layout.mPathTable, DESCRIPTOR.mPathTable)
   d.writeUInt32BE(0, DESCRIPTOR.optionalMPathTable)
   writeDirectoryRecord(layout.root).copy(d, DESCRIPTOR.rootRecord[0])
+}
+
+/**
+ * A path table record (ECMA-119 §9.4): a directory's identifier, its extent and the number of its
+ * parent (1-based, in table order; the root is record 1 and its own parent). The table is written
+ * twice, little-endian (L) and big-endian (M); the extended attribute length is always 0 here.
+ */
+export interface PathTableRecord {
+  identifier: Buffer
+  lba: number
+  parent: number
+}
+
+const PATH_RECORD_FIXED = 8
+
+/** The bytes a table of records with these identifier lengths takes (each record padded to even). */
+export function pathTableSize (identifierLengths: number[]): number {
+  return identifierLengths.reduce((n, l) => n + PATH_RECORD_FIXED + l + (l % 2), 0)
+}
+
+/** The records of a path table of `buf.length` bytes, up to the first zero-length record. */
+export function readPathTable (buf: Buffer, bigEndian: boolean, what: string): PathTableRecord[] {
+  const r = new ByteReader(buf, what)
+  const records: PathTableRecord[] = []
+  for (let at = 0; at + PATH_RECORD_FIXED <= buf.length;) {
+    const length = r.u8(at)
+    if (length === 0) break
+    records.push({
+      identifier: r.bytes(at + PATH_RECORD_FIXED, length),
+      lba: bigEndian ? r.u32be(at + 2) : r.u32le(at + 2),
+      parent: bigEndian ? r.u16be(at + 6) : r.u16le(at + 6)
+    })
+    at += PATH_RECORD_FIXED + length + (length % 2)
+  }
+  return records
+}
+
+export function writePathTable (records: PathTableRecord[], bigEndian: boolean): Buffer {
+  const out = Buffer.alloc(pathTableSize(records.map(rec => rec.identifier.length)))
+  let at = 0
+  for (const { identifier, lba, parent } of records) {
+    out[at] = identifier.length
+    if (bigEndian) {
+      out.writeUInt32BE(lba, at + 2)
+      out.writeUInt16BE(parent, at + 6)
+    } else {
+      out.writeUInt32LE(lba, at + 2)
+      out.writeUInt16LE(parent, at + 6)
+    }
+    identifier.copy(out, at + PATH_RECORD_FIXED)
+    at += PATH_RECORD_FIXED + identifier.length + (identifier.length % 2)
+  }
+  return out
 }

@@ -2,7 +2,10 @@ import type { Segment } from '../compose/segment.ts'
 import { SECTOR, sectorsFor, writePadded } from './bytes.ts'
 import { IsoFormatError } from '../errors.ts'
 import { buildBootCatalog, type BootEntry } from './el-torito.ts'
-import { DESCRIPTOR, FLAG, directoryRecordLength, MAX_RECORD_LENGTH, systemUseOffset, writeDescriptorLayout, writeDirectoryRecord, type DescriptorLayout, type DirectoryRecord } from './records.ts'
+import {
+  DESCRIPTOR, FLAG, directoryRecordLength, MAX_RECORD_LENGTH, pathTableSize, systemUseOffset, writeDescriptorLayout, writeDirectoryRecord, writePathTable,
+  type DescriptorLayout, type DirectoryRecord
+} from './records.ts'
 import { CE_ENTRY_LENGTH, ceEntry, erEntry, nmEntries, pxEntry, spEntry, tfEntry } from './rock-ridge.ts'
 import { compareFileIdentifiers, encodeUcs2, jolietName, uniquePrimaryName } from './names.ts'
 import { buildBackupGpt, gptBackupBytes, buildSystemArea, SYSTEM_AREA_SIZE, type HybridLayout, type SystemArea } from './system-area.ts'
@@ -542,27 +545,12 @@ function rootRecord ({ lba, size }: Extent, recorded: Buffer): DirectoryRecord {
 
 // --- path tables ---
 
+/** A tree's path table: its size is known before the directories are placed, its records only after. */
 function pathTable (dirs: Dir[], id: (d: Dir) => Buffer, lba: (d: Dir) => number) {
-  const size = dirs.reduce((n, d) => { const l = id(d).length; return n + 8 + l + (l % 2) }, 0)
   return {
-    size,
+    size: pathTableSize(dirs.map(d => id(d).length)),
     build (bigEndian: boolean): Buffer {
-      const out = Buffer.alloc(sectorsFor(size) * SECTOR)
-      let at = 0
-      for (const d of dirs) {
-        const identifier = id(d)
-        out[at] = identifier.length
-        if (bigEndian) {
-          out.writeUInt32BE(lba(d), at + 2)
-          out.writeUInt16BE(d.parent === undefined ? 1 : d.parent.number, at + 6)
-        } else {
-          out.writeUInt32LE(lba(d), at + 2)
-          out.writeUInt16LE(d.parent === undefined ? 1 : d.parent.number, at + 6)
-        }
-        identifier.copy(out, at + 8)
-        at += 8 + identifier.length + (identifier.length % 2)
-      }
-      return out
+      return writePathTable(dirs.map(d => ({ identifier: id(d), lba: lba(d), parent: d.parent === undefined ? 1 : d.parent.number })), bigEndian)
     }
   }
 }
