@@ -43,6 +43,7 @@ export class FileLinkStore implements LinkStore {
     const temp = join(this.#dir, `.${id}.${randomBytes(6).toString('hex')}.tmp`)
     try {
       await writeFile(temp, JSON.stringify({ expires, record: record.toString('base64') }), { mode: 0o660 })
+      // link(), not io/atomic-write.ts: a rename lets the last writer win, and here the first record stays.
       try {
         await link(temp, final)
       } catch (err) {
