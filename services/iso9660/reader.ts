@@ -9,7 +9,6 @@ import { DESCRIPTOR, FLAG, readDescriptorLayout, readDirectoryRecord, readPathTa
 
 export interface Extent { lba: number, size: number }
 
-
 export interface IsoEntry {
   /** Rock Ridge name, else Joliet or cleaned primary name. */
   name: string
@@ -314,7 +313,12 @@ function parseVolumeDescriptor (raw: Buffer, what: string): VolumeDescriptor {
     applicationId: text(DESCRIPTOR.applicationId),
     volumeSpaceSize: layout.volumeSectors,
     pathTable: { size: layout.pathTableSize, lLba: layout.lPathTable, mLba: layout.mPathTable },
-    root: { ...layout.root, recorded: Buffer.from(layout.root.recorded), identifier: Buffer.from(layout.root.identifier), systemUse: Buffer.from(layout.root.systemUse) },
+    root: {
+      ...layout.root,
+      recorded: Buffer.from(layout.root.recorded),
+      identifier: Buffer.from(layout.root.identifier),
+      systemUse: Buffer.from(layout.root.systemUse)
+    },
     created: Buffer.from(r.bytes(...DESCRIPTOR.created))
   }
 }

@@ -124,7 +124,14 @@ export async function optionsFromImage (image: IsoImage, reader: IsoWriteOptions
     joliet: image.joliet !== undefined,
     ...(boot !== undefined ? { boot } : {}),
     ...(image.systemArea.mbr !== undefined && image.systemArea.mbr.partitions.length > 0
-      ? { hybrid: { systemArea: image.systemArea, imageSize: image.identity.size, volumeSectors: image.primary.volumeSpaceSize, pathAtLba: (lba: number) => byLba.get(lba) } }
+      ? {
+          hybrid: {
+            systemArea: image.systemArea,
+            imageSize: image.identity.size,
+            volumeSectors: image.primary.volumeSpaceSize,
+            pathAtLba: (lba: number) => byLba.get(lba)
+          }
+        }
       : {}),
     readContent: reader
   }

@@ -261,7 +261,9 @@ function placeFiles (tree: Tree, start: number): { files: Map<File, number>, vol
 }
 
 /** Phase 4: El Torito: the catalog, load sizes and boot-info-tables, now that files are placed. */
-async function bootImages (tree: Tree, options: IsoWriteOptions, pvdLba: number, files: Map<File, number>): Promise<{ catalogLba?: number, patched: Map<File, Buffer> }> {
+async function bootImages (
+  tree: Tree, options: IsoWriteOptions, pvdLba: number, files: Map<File, number>
+): Promise<{ catalogLba?: number, patched: Map<File, Buffer> }> {
   const patched = new Map<File, Buffer>()
   if (options.boot === undefined) return { patched }
   const entries: BootEntry[] = []
@@ -292,7 +294,9 @@ async function bootImages (tree: Tree, options: IsoWriteOptions, pvdLba: number,
 }
 
 /** Phase 5: the bytes of every metadata sector, from sector 16 to the end of the metadata. */
-function renderMetadata (tree: Tree, options: IsoWriteOptions, layout: MetadataLayout, placement: Placement, volumeSectors: number, recorded: Buffer, boot: { catalogLba?: number }): Buffer {
+function renderMetadata (
+  tree: Tree, options: IsoWriteOptions, layout: MetadataLayout, placement: Placement, volumeSectors: number, recorded: Buffer, boot: { catalogLba?: number }
+): Buffer {
   const { root, dirs } = tree
   const { descriptors, tables, records } = layout
   const { primary, joliet } = placement.dirs
@@ -323,7 +327,9 @@ function renderMetadata (tree: Tree, options: IsoWriteOptions, layout: MetadataL
 }
 
 /** Phase 6: the image as segments in LBA order: system area, metadata, file data, then what isohybrid adds. */
-function assembleSegments (tree: Tree, options: IsoWriteOptions, metadata: Buffer, metadataEnd: number, volumeSectors: number, patched: Map<File, Buffer>, files: Map<File, number>): { segments: Segment[], size: number } {
+function assembleSegments (
+  tree: Tree, options: IsoWriteOptions, metadata: Buffer, metadataEnd: number, volumeSectors: number, patched: Map<File, Buffer>, files: Map<File, number>
+): { segments: Segment[], size: number } {
   const segments: Segment[] = []
   const push = (segment: Segment) => {
     const last = segments[segments.length - 1]

@@ -82,6 +82,10 @@ interface Lcluster {
   nextPackOffset: number
 }
 
+function blankLcluster (lcn: number, type: number, nextPackOffset: number): Lcluster {
+  return { lcn, type, clusterofs: 0, delta0: 0, delta1: 0, pblk: 0, compressedBlocks: 0, partialRef: false, nextPackOffset }
+}
+
 type ExtentKind = 'pcluster' | 'inline' | 'fragment'
 type StoredForm = 'shifted' | 'interlaced' | Codec
 
@@ -266,7 +270,16 @@ export class ErofsFilesystem implements ReadOnlyFilesystem {
     if ((h[7]! & 0x80) !== 0) {
       const offset = h.readBigUInt64LE(0) & ((1n << 63n) - 1n)
       if (offset > BigInt(Number.MAX_SAFE_INTEGER)) throw new FilesystemError(`erofs: inode ${inode.id} has an absurd fragment offset`)
-      inode.z = { wholeFragment: Number(offset), advise: ADVISE_FRAGMENT_PCLUSTER, lclusterBits: this.blockBits, algorithms: [0, 0], fragmentOffset: 0, inlineSize: 0, inlinePosition: 0, tailHeadLcn: 0 }
+      inode.z = {
+        wholeFragment: Number(offset),
+        advise: ADVISE_FRAGMENT_PCLUSTER,
+        lclusterBits: this.blockBits,
+        algorithms: [0, 0],
+        fragmentOffset: 0,
+        inlineSize: 0,
+        inlinePosition: 0,
+        tailHeadLcn: 0
+      }
       return inode.z
     }
     const advise = h.readUInt16LE(4)
@@ -314,7 +327,7 @@ export class ErofsFilesystem implements ReadOnlyFilesystem {
     const pos = Math.ceil(inode.dataPosition / 8) * 8 + 16 + lcn * 8
     const di = await this.#source.read(pos, 8, `erofs lcluster index of inode ${inode.id}`)
     const advise = di.readUInt16LE(0)
-    const record: Lcluster = { lcn, type: advise & 3, clusterofs: 0, delta0: 0, delta1: 0, pblk: 0, compressedBlocks: 0, partialRef: false, nextPackOffset: pos + 8 }
+    const record = blankLcluster(lcn, advise & 3, pos + 8)
     if (record.type === LCLUSTER_NONHEAD) {
       record.clusterofs = 2 ** z.lclusterBits
       record.delta0 = di.readUInt16LE(4)
@@ -366,7 +379,7 @@ export class ErofsFilesystem implements ReadOnlyFilesystem {
       const v = pack.readUInt32LE(bit >> 3) >>> (bit & 7)
       return { lo: v & ((1 << loBits) - 1), type: (v >>> loBits) & 3 }
     }
-    const record: Lcluster = { lcn, type: 0, clusterofs: 0, delta0: 0, delta1: 0, pblk: 0, compressedBlocks: 0, partialRef: false, nextPackOffset: packStart + packBytes }
+    const record = blankLcluster(lcn, 0, packStart + packBytes)
     let { lo, type } = entry(i)
     record.type = type
     const big = (z.advise & ADVISE_BIG_PCLUSTER_1) !== 0

@@ -97,16 +97,13 @@ export function createReadStream (fs: ReadOnlyFilesystem, file: Inode, chunkSize
   return new Readable({
     highWaterMark: 1,
     objectMode: false,
-    async read () {
-      try {
-        if (offset >= file.stat.size) { this.push(null); return }
-        const length = Math.min(chunkSize, file.stat.size - offset)
-        const chunk = await fs.read(file, offset, length)
+    read () {
+      if (offset >= file.stat.size) { this.push(null); return }
+      const length = Math.min(chunkSize, file.stat.size - offset)
+      fs.read(file, offset, length).then(chunk => {
         offset += length
         this.push(chunk)
-      } catch (err) {
-        this.destroy(err as Error)
-      }
+      }, (err: unknown) => { this.destroy(err as Error) })
     }
   })
 }
