@@ -138,7 +138,9 @@ async function fetchOnce (url: string, tempPath: string, resumeFrom: number, val
         options.log.info({
           image: options.label,
           bytes: received,
-          ...(total !== undefined ? { percent: Math.floor(received / total * 1000) / 10, etaSeconds: rate > 0 ? Math.round((total - received) / rate) : undefined } : {}),
+          ...(total !== undefined
+            ? { percent: Math.floor(received / total * 1000) / 10, etaSeconds: rate > 0 ? Math.round((total - received) / rate) : undefined }
+            : {}),
           bytesPerSecond: Math.round(rate)
         }, 'downloading')
         lastLog = now

@@ -1,11 +1,6 @@
 import { mkdir, readdir, rm, stat, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
-import type { ComposedImage } from '../compose/composed-image.ts'
-import type { FilePool } from '../compose/file-pool.ts'
-import type { IsoKind, IsoTemplate } from '../coreos/customize.ts'
 import type { MemoryMapper } from '../compose/memory-map.ts'
-import type { BootArtifacts } from '../coreos/pxe.ts'
-import type { IsoImage } from '../iso9660/reader.ts'
 import { DomainError } from '../errors.ts'
 import { ConcurrencyLimiter } from '../http/limiter.ts'
 import { backoffDelay, sleep } from '../io/backoff.ts'
@@ -120,6 +115,7 @@ export class ImageStore {
     const state = this.#states.get(key)
     return state?.status === 'refused' ? state.error : undefined
   }
+
   allReady (): boolean { return [...this.#states.values()].every(s => s.status === 'ready') }
 
   onChange (listener: (key: string, ready: boolean) => void): void { this.#listeners.push(listener) }
@@ -181,7 +177,8 @@ export class ImageStore {
       if (this.#closed || state.status !== 'ready') continue
       const { identity } = state.image.iso
       const now = await stat(identity.path).catch(() => undefined)
-      if (now === undefined || (now.ino === identity.ino && now.dev === identity.dev && now.size === identity.size && now.mtimeMs === identity.mtimeMs)) continue
+      if (now === undefined) continue
+      if (now.ino === identity.ino && now.dev === identity.dev && now.size === identity.size && now.mtimeMs === identity.mtimeMs) continue
       if (this.#failedReplacements.get(key) === `${now.ino}:${now.size}:${now.mtimeMs}`) continue
       this.#log.info({ image: key }, 'OS image file replaced; preparing the new one')
       let image: PreparedImage
