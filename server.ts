@@ -195,7 +195,9 @@ async function main (): Promise<void> {
   if (cluster.isWorker) {
     const { followPrimary, primaryMetrics } = await import('./services/process/worker.ts')
     // A worker serves what the primary prepares; the primary answered for DATA_DIR and the demo.
-    const { fastify, extraServer } = await startServer(config, { app: { imageStore: { follower: followPrimary() }, metrics: { exposition: () => primaryMetrics() } } })
+    const { fastify, extraServer } = await startServer(config, {
+      app: { imageStore: { follower: followPrimary() }, metrics: { exposition: () => primaryMetrics() } }
+    })
     handleShutdown(fastify, config.shutdownGraceSeconds, process.exit, extraServer)
     module.flushCompileCache()
     return

@@ -89,7 +89,9 @@ export async function curlThroughput (url: string, clients: number): Promise<num
 }
 
 /** Random Range requests with wrk: the rate, the 99th percentile latency and the errors it saw. */
-export async function rangeLoad (url: string, size: number, connections: number, seconds: number, rangeBytes = 262144): Promise<{ rate: number, p99Ms: number, errors: string } | undefined> {
+export async function rangeLoad (
+  url: string, size: number, connections: number, seconds: number, rangeBytes = 262144
+): Promise<{ rate: number, p99Ms: number, errors: string } | undefined> {
   if (!has('wrk')) return undefined
   const script = `${CACHE}range-${rangeBytes}.lua`
   const { writeFileSync } = await import('node:fs')

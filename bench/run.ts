@@ -155,7 +155,10 @@ if (want('service')) {
   const port = await freePort()
   const version = '9.6.20250101-0'
   const env = {
-    LISTEN_PORT: String(port), DATA_DIR: dataDir, LOG_LEVEL: 'warn', ASSISTED_SERVICE_HOST: upstream.host,
+    LISTEN_PORT: String(port),
+    DATA_DIR: dataDir,
+    LOG_LEVEL: 'warn',
+    ASSISTED_SERVICE_HOST: upstream.host,
     OS_IMAGES: JSON.stringify([{ openshift_version: '4.17', cpu_architecture: 'x86_64', url: `file://${isoPath}`, version }]),
     // As in the container image, which ships the compile cache filled at build time.
     NODE_COMPILE_CACHE: `${CACHE}compile-cache`
@@ -250,7 +253,7 @@ if (want('service')) {
   const all = processTree(ours.pid!)
   line(`RSS of all ${all.length} processes with 200 stalled full-ISO clients (target < 256 MiB)`, mib(all.reduce((sum, pid) => sum + rss(pid), 0)))
   // RSS counts Node's shared pages once per process; PSS shares them out, as a cgroup memory limit counts them.
-  line(`  the same as PSS (shared pages counted once)`, mib(all.reduce((sum, pid) => sum + pss(pid), 0)))
+  line('  the same as PSS (shared pages counted once)', mib(all.reduce((sum, pid) => sum + pss(pid), 0)))
   for (const s of sockets) s.destroy()
 
   ours.kill('SIGTERM')

@@ -83,7 +83,11 @@ export async function benchServing (isoPath: string, isoSize: number): Promise<v
     const dataDir = `${CACHE}data-${port}`
     mkdirSync(dataDir, { recursive: true })
     const child = startProcess(process.execPath, [`${ROOT}server.ts`], {
-      LISTEN_PORT: String(port), DATA_DIR: dataDir, LOG_LEVEL: 'warn', ASSISTED_SERVICE_HOST: upstream.host, NODE_COMPILE_CACHE: compileCache,
+      LISTEN_PORT: String(port),
+      DATA_DIR: dataDir,
+      LOG_LEVEL: 'warn',
+      ASSISTED_SERVICE_HOST: upstream.host,
+      NODE_COMPILE_CACHE: compileCache,
       OS_IMAGES: JSON.stringify([{ openshift_version: '4.17', cpu_architecture: 'x86_64', url: `file://${isoPath}`, version }]),
       ...extra
     })

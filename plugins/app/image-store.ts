@@ -63,7 +63,9 @@ export default fp<ImageStoreOptions>(async function imageStorePlugin (fastify, o
     registers: [registry],
     aggregator: 'max',
     collect () {
-      for (const group of store.groups) this.set({ version: group.version, arch: group.cpuArchitecture }, store.refusal(store.keyOf(group)) !== undefined ? 1 : 0)
+      for (const group of store.groups) {
+        this.set({ version: group.version, arch: group.cpuArchitecture }, store.refusal(store.keyOf(group)) !== undefined ? 1 : 0)
+      }
     }
   })
   void new Gauge({

@@ -26,10 +26,12 @@ class Cursor {
   constructor (buf: Uint8Array, pos: number, end: number) {
     this.buf = buf; this.pos = pos; this.end = end
   }
+
   byte (): number {
     if (this.pos >= this.end) throw new CompressionError('xz: stream is truncated')
     return this.buf[this.pos++]!
   }
+
   varint (): number {
     let value = 0
     for (let i = 0; i < 9; i++) {

@@ -76,7 +76,7 @@ export async function buildSyntheticIso (options: SyntheticIsoOptions): Promise<
   const created = options.created ?? Buffer.from('2025010100000000\0', 'latin1')
   const kargsDefault = `rw coreos.liveiso=${volumeId} ignition.firstboot ignition.platform.id=metal`
   const hashes = `${'#'.repeat(KARG_MARKER_HASHES)} COREOS_KARG_EMBED_AREA`
-  const grubHead = `set timeout=5\nmenuentry 'RHEL CoreOS (Live)' --class fedora --class gnu-linux --class gnu --class os {\n\tlinux /images/pxeboot/vmlinuz `
+  const grubHead = 'set timeout=5\nmenuentry \'RHEL CoreOS (Live)\' --class fedora --class gnu-linux --class gnu --class os {\n\tlinux /images/pxeboot/vmlinuz '
   const grub = `${grubHead}${kargsDefault}\n${hashes}\n\tinitrd /images/pxeboot/initrd.img /images/ignition.img\n}\n`
   const isolinuxHead = 'serial 0\ndefault linux\ntimeout 50\nlabel linux\n  menu label ^RHEL CoreOS (Live)\n  kernel /images/pxeboot/vmlinuz\n  append initrd=/images/pxeboot/initrd.img,/images/ignition.img '
   const isolinux = `${isolinuxHead}${kargsDefault}\n${hashes}\nmenu end\n`

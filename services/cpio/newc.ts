@@ -79,8 +79,19 @@ export function writeNewc (members: readonly CpioMember[], options: NewcOptions 
   const entry = (name: string, mode: number, data: Buffer, nlink: number, inode: number, m?: CpioMember) => {
     const nameBytes = Buffer.from(`${name}\0`, 'utf8')
     const head = writeNewcHeader({
-      ino: inode, mode, uid: m?.uid ?? 0, gid: m?.gid ?? 0, nlink, mtime: m?.mtime ?? 0, fileSize: data.length,
-      devMajor: 0, devMinor: 0, rdevMajor: m?.rdev?.[0] ?? 0, rdevMinor: m?.rdev?.[1] ?? 0, nameSize: nameBytes.length, check: 0
+      ino: inode,
+      mode,
+      uid: m?.uid ?? 0,
+      gid: m?.gid ?? 0,
+      nlink,
+      mtime: m?.mtime ?? 0,
+      fileSize: data.length,
+      devMajor: 0,
+      devMinor: 0,
+      rdevMajor: m?.rdev?.[0] ?? 0,
+      rdevMinor: m?.rdev?.[1] ?? 0,
+      nameSize: nameBytes.length,
+      check: 0
     }, options.upperHex === true)
     parts.push(head, nameBytes, Buffer.alloc(pad4(HEADER + nameBytes.length)), data, Buffer.alloc(pad4(data.length)))
   }

@@ -86,7 +86,9 @@ export function planImageResponse (
  * backpressure. Rejects when the image cannot be read or the client has gone;
  * the caller then destroys the response.
  */
-export async function writeImageBody (res: ServerResponse, writer: ImageWriter, image: ComposedImage, parts: readonly BodyPart[], tail?: Buffer): Promise<void> {
+export async function writeImageBody (
+  res: ServerResponse, writer: ImageWriter, image: ComposedImage, parts: readonly BodyPart[], tail?: Buffer
+): Promise<void> {
   for (const part of parts) {
     if (part.head !== undefined) res.write(part.head)
     await writer.writeTo(image, res, part.start, part.end)

@@ -50,7 +50,6 @@ class CustomizedImages {
   }
 }
 
-
 /** A Map, not an object: client input never reaches the prototype ("constructor", "__proto__"). */
 export const ISO_FILENAMES: ReadonlyMap<string, IsoKind> = new Map([
   ['full.iso', 'full-iso'],
@@ -186,7 +185,8 @@ export class ImageRequests {
     const admitted = this.#deps.admit(credential)
     const imageId = request.imageId ?? admitted.imageId
     if (imageId === undefined) throw new TokenNamesNoImage()
-    const target: LinkTarget = { route: request.route, imageId, version: request.version, arch: request.arch, type, ...(credential !== undefined ? { credential } : {}) }
+    const { route, version, arch } = request
+    const target: LinkTarget = { route, imageId, version, arch, type, ...(credential !== undefined ? { credential } : {}) }
     return await this.#isoOf(target, admitted.expiresAt, request.signal)
   }
 

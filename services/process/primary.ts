@@ -39,7 +39,14 @@ export async function runPrimary (config: Config, workerEnv: Record<string, stri
   // Workers see the configuration the primary settled on (the demo's images and InfraEnvs included).
   const env: Record<string, string> = {
     ...workerEnv,
-    OS_IMAGES: JSON.stringify(config.osImages.map(e => ({ openshift_version: e.openshiftVersion, cpu_architecture: e.cpuArchitecture, url: e.url, version: e.version, type: e.type, ...(e.sha256 !== undefined ? { sha256: e.sha256 } : {}) }))),
+    OS_IMAGES: JSON.stringify(config.osImages.map(e => ({
+      openshift_version: e.openshiftVersion,
+      cpu_architecture: e.cpuArchitecture,
+      url: e.url,
+      version: e.version,
+      type: e.type,
+      ...(e.sha256 !== undefined ? { sha256: e.sha256 } : {})
+    }))),
     ...(config.infraEnvsDir !== undefined ? { INFRAENVS_DIR: config.infraEnvsDir } : {})
   }
   cluster.setupPrimary({ execArgv: workerExecArgv(process.execArgv) })
@@ -114,7 +121,6 @@ export async function runPrimary (config: Config, workerEnv: Record<string, stri
     force: () => { for (const w of workers()) w.process.kill('SIGKILL') }
   })
 }
-
 
 type RegistryJson = MetricObjectWithValues<MetricValue<string>>[]
 

@@ -69,7 +69,7 @@ export class AssistedClient implements InfraEnvSource {
       })
       // Bounded memory whatever upstream sends: stop reading past the limit (declared or counted).
       const stop = (): void => { tooLarge = true; request.cancel() }
-      request.on('downloadProgress', ({ transferred, total }: { transferred: number, total?: number }) => {
+      void request.on('downloadProgress', ({ transferred, total }: { transferred: number, total?: number }) => {
         if (transferred > limit || (total ?? 0) > limit) stop()
       })
       const response = await request
@@ -113,4 +113,3 @@ export class AssistedClient implements InfraEnvSource {
     return parseKernelArguments(infraEnv.kernel_arguments)
   }
 }
-

@@ -177,7 +177,10 @@ t.test('SIGTERM: stop accepting, finish in-flight responses, exit 0', async t =>
   streams[0]!.push(null)
   await once(resA, 'end')
   t.equal(Buffer.concat(chunks).toString(), 'first chunk\nlast chunk\n')
-  for (let i = 0; i < 50 && exitCode === undefined; i++) await sleep(20)
+  for (let i = 0; i < 50; i++) {
+    if (exitCode !== undefined) break
+    await sleep(20)
+  }
   t.equal(exitCode, 0)
 })
 

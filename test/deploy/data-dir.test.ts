@@ -107,4 +107,3 @@ t.test('DATA_DIR written as uid 1001, then read and replaced as an arbitrary UID
     t.equal(found.gid, 0, `${name} in group 0`)
   }
 })
-

@@ -52,7 +52,12 @@ t.test('no import cycle', async t => {
     stack.push(file); onStack.add(file)
     for (const next of graph.get(file)?.local ?? []) {
       if (!graph.has(next)) continue
-      if (!order.has(next)) { visit(next); low.set(file, Math.min(low.get(file)!, low.get(next)!)) } else if (onStack.has(next)) low.set(file, Math.min(low.get(file)!, order.get(next)!))
+      if (!order.has(next)) {
+        visit(next)
+        low.set(file, Math.min(low.get(file)!, low.get(next)!))
+      } else if (onStack.has(next)) {
+        low.set(file, Math.min(low.get(file)!, order.get(next)!))
+      }
     }
     if (low.get(file) === order.get(file)) {
       const component: string[] = []

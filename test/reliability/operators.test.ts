@@ -80,7 +80,10 @@ t.test('SIGTERM with a download in flight: the download stops, nothing partial i
     INFRAENVS_DIR: t.testdirName,
     OS_IMAGES: JSON.stringify([{ openshift_version: '4.19', cpu_architecture: 'x86_64', url: `http://127.0.0.1:${port}/rhcos.iso`, version: '419.1' }])
   })
-  for (let i = 0; i < 100 && !requested; i++) await new Promise(resolve => setTimeout(resolve, 20))
+  for (let i = 0; i < 100; i++) {
+    if (requested) break
+    await new Promise(resolve => setTimeout(resolve, 20))
+  }
   t.ok(requested, 'the download started')
   await new Promise(resolve => setTimeout(resolve, 200))
   const partial = readdirSync(join(dataDir, 'tmp')).filter(n => n.endsWith('.part'))
@@ -89,7 +92,10 @@ t.test('SIGTERM with a download in flight: the download stops, nothing partial i
   const started = Date.now()
   handleShutdown(fastify, 10, code => { exitCode = code })
   process.emit('SIGTERM')
-  for (let i = 0; i < 150 && exitCode === undefined; i++) await new Promise(resolve => setTimeout(resolve, 20))
+  for (let i = 0; i < 150; i++) {
+    if (exitCode !== undefined) break
+    await new Promise(resolve => setTimeout(resolve, 20))
+  }
   t.equal(exitCode, 0, `exit 0 after ${Date.now() - started} ms, well inside the grace period`)
   t.same(readdirSync(join(dataDir, 'tmp')).filter(n => n.endsWith('.part')), [], 'the partial download is removed')
   t.same(readdirSync(dataDir).filter(n => n.endsWith('.iso')), [], 'and never became an image')

@@ -47,7 +47,11 @@ async function replicas (t: Test, env: (i: number) => Record<string, string>) {
     const port = await freePort()
     ports.push(port)
     start(t, process.execPath, [SERVER], {
-      WORKERS: '1', LISTEN_PORT: String(port), LOG_LEVEL: 'warn', INFRAENVS_DIR: join(dir, 'envs'), MAX_EVENT_LOOP_DELAY_MS: '0',
+      WORKERS: '1',
+      LISTEN_PORT: String(port),
+      LOG_LEVEL: 'warn',
+      INFRAENVS_DIR: join(dir, 'envs'),
+      MAX_EVENT_LOOP_DELAY_MS: '0',
       IMAGE_SERVICE_BASE_URL: `http://127.0.0.1:${nginxPort}`,
       OS_IMAGES: JSON.stringify([{ openshift_version: '4.17', cpu_architecture: 'x86_64', url: `file://${isos.x86}`, version: X86_VERSION }]),
       ...env(i)

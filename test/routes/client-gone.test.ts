@@ -49,7 +49,9 @@ t.test('a client that leaves during the call to assisted-service', async t => {
 t.test('a client that leaves while queued for a slot', async t => {
   const QUEUED = '22222222-2222-4222-8222-222222222222'
   const { upstream, url, logs } = await startService(t, {
-    isos, listen: true, env: { MAX_CONCURRENT_REQUESTS: '1' },
+    isos,
+    listen: true,
+    env: { MAX_CONCURRENT_REQUESTS: '1' },
     infraEnvs: { [SLOW]: { ignition: IGNITION, delayMs: 3000 }, [QUEUED]: { ignition: IGNITION } }
   })
   const holder = leaveLater(`${url}/byid/${SLOW}/${X86_VERSION}/x86_64/minimal.iso`)

@@ -12,7 +12,8 @@ t.test('a 250+ character /byapikey/ URL gets a short link that serves identical 
   const base = 'https://assisted-image-service-mce.apps.ocp4.example.com'
   const dataDir = `${t.testdirName}-data`
   rmSync(dataDir, { recursive: true, force: true })
-  const { app, upstream } = await startService(t, { isos, infraEnvs: { [ID]: { ignition: IGNITION } }, env: { IMAGE_SERVICE_BASE_URL: base, DATA_DIR: dataDir } })
+  const env = { IMAGE_SERVICE_BASE_URL: base, DATA_DIR: dataDir }
+  const { app, upstream } = await startService(t, { isos, infraEnvs: { [ID]: { ignition: IGNITION } }, env })
   const apiKey = jwt({ infra_env_id: ID, exp: Math.floor(Date.now() / 1000) + 3600, sub_claims: randomBytes(24).toString('hex') })
   const longUrl = `/byapikey/${apiKey}/${X86_VERSION}/x86_64/minimal.iso`
   t.ok(base.length + longUrl.length > 250, `long URL is ${base.length + longUrl.length} characters`)

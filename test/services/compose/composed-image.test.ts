@@ -54,7 +54,7 @@ t.test('range reads equal slices of the materialized bytes (property test)', asy
     const dir = t.testdir()
     const { segments, bytes } = randomImage(dir, random)
     let image = await ComposedImage.fromSegments(segments)
-    let expected = Buffer.from(bytes)
+    const expected = Buffer.from(bytes)
     // A couple of non-overlapping patches, like embed areas.
     if (expected.length > 100) {
       const first = Math.floor(random() * (expected.length / 2))

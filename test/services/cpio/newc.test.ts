@@ -74,7 +74,21 @@ t.test('NUL padding between archives is skipped; concatenated gzip members each 
 })
 
 t.test('the newc header is read and written by one model', async t => {
-  const header = { ino: 7, mode: MODE.file | 0o644, uid: 0, gid: 0, nlink: 1, mtime: 1700000000, fileSize: 0x1234, devMajor: 0, devMinor: 0, rdevMajor: 5, rdevMinor: 1, nameSize: 9, check: 0 }
+  const header = {
+    ino: 7,
+    mode: MODE.file | 0o644,
+    uid: 0,
+    gid: 0,
+    nlink: 1,
+    mtime: 1700000000,
+    fileSize: 0x1234,
+    devMajor: 0,
+    devMinor: 0,
+    rdevMajor: 5,
+    rdevMinor: 1,
+    nameSize: 9,
+    check: 0
+  }
   const bytes = writeNewcHeader(header, true)
   t.equal(bytes.length, NEWC_HEADER_SIZE)
   t.equal(bytes.toString('latin1', 0, 30), '07070100000007000081A400000000')

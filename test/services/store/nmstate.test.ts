@@ -20,7 +20,13 @@ async function storeFor (t: Test, dir: string, iso: string, openshiftVersion: st
   const logs: Array<{ level: string, msg: string, obj: object }> = []
   const store = new ImageStore({
     config: {
-      dataDir: join(dir, 'data'), dataTempDir: join(dir, 'data/tmp'), imageServiceBaseUrl: 'http://h', osImagesRequestHeaders: {}, osImagesRequestQueryParams: {}, insecureSkipVerify: false, proxy: {},
+      dataDir: join(dir, 'data'),
+      dataTempDir: join(dir, 'data/tmp'),
+      imageServiceBaseUrl: 'http://h',
+      osImagesRequestHeaders: {},
+      osImagesRequestQueryParams: {},
+      insecureSkipVerify: false,
+      proxy: {},
       osImages: [{ openshiftVersion, cpuArchitecture: 'x86_64', version, type: 'full-iso', url: `file://${iso}` }]
     },
     log: {
