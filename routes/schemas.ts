@@ -6,7 +6,7 @@ import { IMAGE_ID_PATTERN } from '../services/images/credentials.ts'
 export const UUID = '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
 
 /** The `{ code, message }` body of every error answer (plugins/app/errors.ts). */
-export const errorBodySchema = {
+const errorBodySchema = {
   type: 'object',
   required: ['code', 'message'],
   properties: { code: { type: 'string' }, message: { type: 'string' } },

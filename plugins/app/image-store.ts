@@ -96,7 +96,7 @@ export default fp<ImageStoreOptions>(async function imageStorePlugin (fastify, o
     follower?.reportPrepared(key, isReady)
     const image = store.get(key)
     if (image === undefined || !needsNmstate(image.entry)) return
-    nmstateMissing.set({ version: image.entry.version, arch: image.entry.cpuArchitecture }, image.nmstate === undefined ? 1 : 0)
+    nmstateMissing.set({ version: image.entry.version, arch: image.entry.cpuArchitecture }, image.nmstateArchive === undefined ? 1 : 0)
   })
   // The read-buffer budget bounds the whole service's memory, so worker processes share it.
   const budget = follower !== undefined ? Math.floor(LARGE_BUFFER_BUDGET / fastify.config.workers) : LARGE_BUFFER_BUDGET

@@ -128,7 +128,7 @@ function decodeBlock (input: Uint8Array, start: number, headerSize: number, chec
 }
 
 /** Decodes LZMA2 chunks from `input[start, end)` until the end marker; returns where it ended. */
-export function decodeLzma2 (input: Uint8Array, start: number, end: number, sink: OutputSink): number {
+function decodeLzma2 (input: Uint8Array, start: number, end: number, sink: OutputSink): number {
   const decoder = new LzmaDecoder(sink.buffer)
   let pos = start
   let needDictReset = true
@@ -183,7 +183,7 @@ export function decodeLzma2 (input: Uint8Array, start: number, end: number, sink
 }
 
 /** A growing output buffer with a hard limit. */
-export class OutputSink {
+class OutputSink {
   buffer: Buffer
   length = 0
   dictStart = 0

@@ -6,9 +6,9 @@ import type { Config } from '../config.ts'
 import { buildSyntheticIso } from './synthetic-iso.ts'
 import { filesArchive } from './ignition-archive.ts'
 
-export const DEMO_IMAGE_ID = '6f7d5b1e-4a2c-4e8b-9d3f-0a1b2c3d4e5f'
+const DEMO_IMAGE_ID = '6f7d5b1e-4a2c-4e8b-9d3f-0a1b2c3d4e5f'
 export const DEMO_VERSION = '9.6.20250101-0'
-export const DEMO_OPENSHIFT_VERSION = '4.17'
+const DEMO_OPENSHIFT_VERSION = '4.17'
 
 /**
  * No OS_IMAGES and no ASSISTED_SERVICE_HOST: build a small synthetic CoreOS

@@ -9,8 +9,8 @@ import { findEmbedAreas, parseKargsJson, RAMDISK_PATH, type IsoView, type KargsJ
 import type { IsoTemplate } from './customize.ts'
 import { MinimalTemplateError } from '../errors.ts'
 
-export const RAMDISK_SIZE = 1 << 20
-export const NMSTATE_PATH = '/images/nmstate.img'
+const RAMDISK_SIZE = 1 << 20
+const NMSTATE_PATH = '/images/nmstate.img'
 const ROOTFS_PATH = '/images/pxeboot/rootfs.img'
 const GRUB_CANDIDATES = ['/EFI/redhat/grub.cfg', '/EFI/fedora/grub.cfg', '/EFI/centos/grub.cfg', '/boot/grub/grub.cfg']
 const ISOLINUX = '/isolinux/isolinux.cfg'
@@ -26,7 +26,7 @@ export interface MinimalOptions {
 interface Edit { at: number, remove: number, insert: string }
 
 /** Kernel arguments of the minimal ISO: no liveiso (there is no rootfs on it), the rootfs URL instead. */
-export function minimalKargs (kargs: string, rootfsUrl: string): string {
+function minimalKargs (kargs: string, rootfsUrl: string): string {
   return `${kargs.replace(LIVEISO, '').trimEnd()} coreos.live.rootfs_url="${rootfsUrl}"`
 }
 
@@ -65,7 +65,7 @@ export function editBootConfig (text: string, kind: 'grub' | 'isolinux', rootfsU
 }
 
 /** kargs.json as the CoreOS builders write it: sorted keys, two-space indent, trailing newline. */
-export function serializeKargsJson (value: KargsJson): string {
+function serializeKargsJson (value: KargsJson): string {
   const files = value.files.map(f => {
     const entry: Record<string, unknown> = {}
     if (f.end !== undefined) entry.end = f.end
@@ -142,7 +142,7 @@ export async function buildMinimalTemplate (image: IsoImage, options: MinimalOpt
 }
 
 /** The planned image seen through the same interface as an ISO file. */
-export function planView (plan: LayoutPlan, image: ComposedImage): IsoView {
+function planView (plan: LayoutPlan, image: ComposedImage): IsoView {
   const byUpper = new Map([...plan.files].map(([path, f]) => [path.toUpperCase(), f]))
   const writer = new ImageWriter()
   return {

@@ -8,7 +8,7 @@ import { PLATFORM } from '../iso9660/el-torito.ts'
 import { writeAtomically } from '../io/atomic-write.ts'
 import { EROFS_MAGIC, hasMagic } from '../rootfs/magic.ts'
 
-export const KARG_MARKER_HASHES = 1024
+const KARG_MARKER_HASHES = 1024
 
 export interface SyntheticIsoOptions {
   /** Folder for the payload files and the ISO. */

@@ -51,7 +51,7 @@ class CustomizedImages {
 }
 
 /** A Map, not an object: client input never reaches the prototype ("constructor", "__proto__"). */
-export const ISO_FILENAMES: ReadonlyMap<string, IsoKind> = new Map([
+const ISO_FILENAMES: ReadonlyMap<string, IsoKind> = new Map([
   ['full.iso', 'full-iso'],
   ['minimal.iso', 'minimal-iso'],
   ['disconnected.iso', 'disconnected-iso']
@@ -130,7 +130,7 @@ function ready (store: ImageStore, entry: OsImageEntry): PreparedImage {
  * with no network configuration.
  */
 function requireNmstate (entry: OsImageEntry, prepared: PreparedImage): void {
-  if (!needsNmstate(entry) || prepared.nmstate !== undefined) return
+  if (!needsNmstate(entry) || prepared.nmstateArchive !== undefined) return
   throw new NmstateUnavailable(prepared.key, entry.openshiftVersion, prepared.nmstateError ?? 'it could not be extracted')
 }
 
@@ -249,7 +249,7 @@ export class ImageRequests {
       ignition: ignition.data,
       ...(ramdisk !== undefined ? { ramdisk } : {}),
       // nmstatectl applies the static network configuration the ramdisk carries: without one it is not needed.
-      ...(ramdisk !== undefined && needsNmstate(entry) && prepared.nmstate !== undefined ? { nmstate: prepared.nmstate } : {})
+      ...(ramdisk !== undefined && needsNmstate(entry) && prepared.nmstateArchive !== undefined ? { nmstate: prepared.nmstateArchive } : {})
     })
     return { image, lastModified: ignition.lastModified ?? prepared.lastModified, filename: `${params.imageId}-initrd.img` }
   }

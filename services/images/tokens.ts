@@ -18,7 +18,7 @@ export const TOKEN_REFUSALS = Object.keys(REFUSAL_MESSAGES) as TokenRefusal[]
 
 export interface RefusedToken extends DomainError { reason: TokenRefusal }
 
-export function refusedToken (reason: TokenRefusal): RefusedToken {
+function refusedToken (reason: TokenRefusal): RefusedToken {
   return Object.assign(new TokenRefused(REFUSAL_MESSAGES[reason]), { reason })
 }
 

@@ -3,7 +3,7 @@ function dChars (text: string): string {
   return text.toUpperCase().replace(/[^A-Z0-9_]/g, '_')
 }
 
-export function levelOneName (name: string, isDirectory: boolean): { base: string, ext: string } {
+function levelOneName (name: string, isDirectory: boolean): { base: string, ext: string } {
   if (isDirectory) return { base: dChars(name).slice(0, 8) || '_', ext: '' }
   const dot = name.lastIndexOf('.')
   const base = dot > 0 ? name.slice(0, dot) : name
@@ -11,7 +11,7 @@ export function levelOneName (name: string, isDirectory: boolean): { base: strin
   return { base: dChars(base).slice(0, 8) || '_', ext: dChars(ext).slice(0, 3) }
 }
 
-export function formatPrimary (base: string, ext: string, isDirectory: boolean): string {
+function formatPrimary (base: string, ext: string, isDirectory: boolean): string {
   return isDirectory ? base : `${base}.${ext};1`
 }
 

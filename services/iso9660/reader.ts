@@ -324,7 +324,7 @@ function parseVolumeDescriptor (raw: Buffer, what: string): VolumeDescriptor {
 }
 
 /** `IGNINFO.JSO;1` -> `IGNINFO.JSO`, `VMLINUZ.;1` -> `VMLINUZ`. */
-export function cleanPrimaryName (name: string): string {
+function cleanPrimaryName (name: string): string {
   return name.replace(/;1$/, '').replace(/\.$/, '')
 }
 

@@ -71,7 +71,7 @@ export function putNode (root: IsoNode, path: string, node: Omit<IsoNode, 'name'
 }
 
 /** El Torito entries of the source, as paths, so the writer can re-point them. */
-export async function bootFromImage (image: IsoImage): Promise<IsoWriteOptions['boot']> {
+async function bootFromImage (image: IsoImage): Promise<IsoWriteOptions['boot']> {
   const catalog = image.bootCatalog
   if (catalog === undefined) return undefined
   const byLba = pathsByLba(image)
@@ -99,7 +99,7 @@ export async function bootFromImage (image: IsoImage): Promise<IsoWriteOptions['
 }
 
 /** Path of the file starting at each LBA (first one wins). */
-export function pathsByLba (image: IsoImage): Map<number, string> {
+function pathsByLba (image: IsoImage): Map<number, string> {
   const map = new Map<number, string>()
   for (const entry of image.walk()) {
     if (!entry.isDirectory && entry.size > 0 && !map.has(entry.lba)) map.set(entry.lba, entry.path)

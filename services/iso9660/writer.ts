@@ -633,7 +633,7 @@ function writeBootInfoTable (data: Buffer, pvdLba: number, fileLba: number): voi
 }
 
 /** ISO 9660 17-byte date -> 7-byte directory record date. */
-export function recordDate (date: Buffer): Buffer {
+function recordDate (date: Buffer): Buffer {
   const text = date.toString('latin1', 0, 16)
   const n = (from: number, len: number) => Number(text.slice(from, from + len)) || 0
   const year = n(0, 4)

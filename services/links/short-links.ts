@@ -92,7 +92,7 @@ function targetKey (target: LinkTarget): string {
 }
 
 /** Where a link's record is filed: a hash of its code, which does not give the code back. */
-export function recordId (code: string): string {
+function recordId (code: string): string {
   return createHash('sha256').update(`short-link\0${code}`).digest('hex')
 }
 
@@ -101,7 +101,7 @@ function keyFor (code: string): Buffer {
 }
 
 /** iv (12) | tag (16) | ciphertext of the JSON record. */
-export function seal (code: string, link: StoredLink): Buffer {
+function seal (code: string, link: StoredLink): Buffer {
   const iv = randomBytes(12)
   const cipher = createCipheriv('aes-256-gcm', keyFor(code), iv)
   const body = Buffer.concat([cipher.update(JSON.stringify(link), 'utf8'), cipher.final()])

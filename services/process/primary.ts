@@ -162,7 +162,7 @@ class ClusterScrapes {
  * ready for /health only when every live worker has it prepared, so every
  * worker answers readiness alike.
  */
-export class ServingBook {
+class ServingBook {
   readonly #prepared = new Map<number, Set<string>>()
 
   worker (id: number): void { if (!this.#prepared.has(id)) this.#prepared.set(id, new Set()) }

@@ -86,10 +86,10 @@ export class ImagePreparer {
       // Content, not location, names the ISO: every replica then gives the same ETags.
       pool.identify(path, await contentId(iso.identity, sidecar, { log: this.#log, key, follower: this.#follower !== undefined }))
       const artifacts = await findBootArtifacts(iso)
-      const { nmstate, nmstateError } = needsNmstate(group)
+      const { nmstateArchive, nmstateError } = needsNmstate(group)
         ? await preparedNmstate(group, key, artifacts, { dataDir: this.#config.dataDir, log: this.#log, follower: this.#follower })
         : {}
-      const templates = await isoTemplates(iso, group, pool, { imageServiceBaseUrl: this.#config.imageServiceBaseUrl, nmstate })
+      const templates = await isoTemplates(iso, group, pool, { imageServiceBaseUrl: this.#config.imageServiceBaseUrl, nmstate: nmstateArchive })
       return {
         entry: group,
         key,
@@ -98,7 +98,7 @@ export class ImagePreparer {
         templates,
         artifacts,
         ...await artifactImages(artifacts, pool),
-        ...(nmstate !== undefined ? { nmstate } : {}),
+        ...(nmstateArchive !== undefined ? { nmstateArchive } : {}),
         ...(nmstateError !== undefined ? { nmstateError } : {}),
         // The ISO's own creation date, the same in every copy; the file's mtime only when it has none.
         lastModified: decDateTime(iso.primary.created) ?? new Date(Math.floor(iso.identity.mtimeMs / 1000) * 1000),

@@ -34,7 +34,7 @@ type State =
 const PERMANENT = new Set(['ISO_FORMAT', 'IMG_INVALID_ISO', 'IMG_EMBED_AREA_INVALID', 'IMG_EMBED_AREA_TOO_SMALL', 'IMG_NO_IGNITION_AREA',
   'IMG_KARGS_UNSUPPORTED', 'IMG_MINIMAL_TEMPLATE', 'IMG_PATCH_OVERLAP', 'CPIO_FORMAT'])
 
-export function isPermanentFailure (err: unknown): boolean {
+function isPermanentFailure (err: unknown): boolean {
   return err instanceof DomainError && PERMANENT.has(err.code)
 }
 

@@ -23,10 +23,10 @@ type Nmstatectl = { binary: Buffer, error?: never } | { binary?: never, error: s
  * get the reason (logged once, by the process that extracts).
  */
 export async function preparedNmstate (group: OsImageEntry, key: string, artifacts: BootArtifacts,
-  options: NmstateCacheOptions): Promise<Pick<PreparedImage, 'nmstate' | 'nmstateError'>> {
+  options: NmstateCacheOptions): Promise<Pick<PreparedImage, 'nmstateArchive' | 'nmstateError'>> {
   const found = options.follower === undefined ? await cachedNmstatectl(group, key, artifacts, options) : await leadersNmstatectl(group, key, options)
   if (found.binary === undefined) return { nmstateError: found.error }
-  return { nmstate: await cachedArchive(group, key, found.binary, options) }
+  return { nmstateArchive: await cachedArchive(group, key, found.binary, options) }
 }
 
 /** nmstatectl from the DATA_DIR cache, else extracted from the ISO's rootfs and cached. */

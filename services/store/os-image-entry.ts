@@ -1,4 +1,4 @@
-export const IMAGE_TYPES = ['full-iso', 'disconnected-iso'] as const
+const IMAGE_TYPES = ['full-iso', 'disconnected-iso'] as const
 export type OsImageType = typeof IMAGE_TYPES[number]
 
 export interface OsImageEntry {
@@ -168,7 +168,7 @@ export function nmstateArchiveFileName (entry: Pick<OsImageEntry, 'version' | 'c
 }
 
 /** The first OpenShift version whose static networking needs nmstatectl in the initrd. */
-export const NMSTATE_MIN_OPENSHIFT = '4.18.0-ec.0'
+const NMSTATE_MIN_OPENSHIFT = '4.18.0-ec.0'
 
 /** OpenShift 4.18 and later configure static networking with nmstatectl from the initrd (disconnected ISOs excepted). */
 export function needsNmstate (entry: Pick<OsImageEntry, 'openshiftVersion' | 'type'>): boolean {

@@ -52,7 +52,7 @@ export class Readiness {
     const degraded: Array<{ image: string, reason: string }> = []
     for (const key of this.#store.keys) {
       const image = this.#store.get(key)
-      if (image === undefined || !needsNmstate(image.entry) || image.nmstate !== undefined) continue
+      if (image === undefined || !needsNmstate(image.entry) || image.nmstateArchive !== undefined) continue
       degraded.push({ image: key, reason: `no nmstatectl for static networking: ${image.nmstateError ?? 'not extracted'}` })
     }
     return degraded

@@ -59,7 +59,7 @@ export interface PreparedImage {
   /** Boot artifacts as served by /boot-artifacts. */
   artifactImages: Partial<Record<'rootfs' | 'kernel' | 'ins-file', ComposedImage>>
   /** gzip cpio with usr/bin/nmstatectl, for openshift_version >= 4.18.0-ec.0. */
-  nmstate?: Buffer
+  nmstateArchive?: Buffer
   /** Why an entry that needs nmstatectl has none: requests with static networking fail with this. */
   nmstateError?: string
   lastModified: Date

@@ -1,9 +1,9 @@
 import type { IsoImage } from '../iso9660/reader.ts'
 import { InvalidIso } from '../errors.ts'
 
-export const VOLUME_PREFIXES = ['rhcos-', 'rhel-coreos-', 'fedora-coreos-', 'scos-'] as const
-export const MIN_ROOTFS_BYTES = 100 << 20
-export const MIN_KERNEL_BYTES = 5 << 20
+const VOLUME_PREFIXES = ['rhcos-', 'rhel-coreos-', 'fedora-coreos-', 'scos-'] as const
+const MIN_ROOTFS_BYTES = 100 << 20
+const MIN_KERNEL_BYTES = 5 << 20
 
 /** The cheap checks upstream makes: a CoreOS volume id, a real rootfs and kernel. Reads metadata only. */
 export function validateIso (image: IsoImage): void {

@@ -71,7 +71,7 @@ t.test('nmstatectl comes out of a real-layout rootfs in-process, with no unsquas
     const cached = readFileSync(join(dir, `data/nmstatectl-${version}-x86_64`))
     t.equal(sha256(cached), expected.sha256, `${image}: the binary is cached under the upstream name`)
 
-    const member = nmstatectlMember(prepared!.nmstate!)
+    const member = nmstatectlMember(prepared!.nmstateArchive!)
     t.equal(member?.mode, 0o100755, `${image}: packaged as usr/bin/nmstatectl, mode 0755`)
     t.equal(sha256(member!.data), expected.sha256)
 
@@ -97,7 +97,7 @@ t.test('the real-layout rootfs.img fixtures: squashfs zstd/xz/gzip/lz4 and EROFS
     truncateSync(padded, 100 << 20)
     const iso = await buildSyntheticIso({ dir, volumeId: 'rhcos-419.94.1', rootfsFile: padded })
     const { prepared } = await storeFor(t, dir, iso, '4.19', '419.94.1')
-    t.equal(sha256(nmstatectlMember(prepared!.nmstate!)!.data), manifest.nmstatectl[0].sha256, `${xz}: right bytes`)
+    t.equal(sha256(nmstatectlMember(prepared!.nmstateArchive!)!.data), manifest.nmstatectl[0].sha256, `${xz}: right bytes`)
   }
 })
 
@@ -106,7 +106,7 @@ t.test('no nmstatectl in the rootfs: the image serves, the reason is kept and lo
   const iso = await buildSyntheticIso({ dir, volumeId: 'rhcos-418.94.10' })
   const { store, prepared, logs } = await storeFor(t, dir, iso, '4.19', '418.94.10')
   t.ok(store.allReady(), 'everything else of the image is ready')
-  t.equal(prepared!.nmstate, undefined)
+  t.equal(prepared!.nmstateArchive, undefined)
   t.match(prepared!.nmstateError, /squashfs/, 'the reason names what failed')
   const errors = logs.filter(l => l.level === 'error')
   t.equal(errors.length, 1)
@@ -118,7 +118,7 @@ t.test('before 4.18 nmstatectl is not looked for', async t => {
   const dir = t.testdir()
   const iso = await buildSyntheticIso({ dir, volumeId: 'rhcos-417.94.1' })
   const { prepared, logs } = await storeFor(t, dir, iso, '4.17', '417.94.1')
-  t.equal(prepared!.nmstate, undefined)
+  t.equal(prepared!.nmstateArchive, undefined)
   t.equal(prepared!.nmstateError, undefined)
   t.same(logs.filter(l => l.level === 'error'), [])
 })
@@ -140,12 +140,12 @@ t.test('the primary compresses the nmstatectl archive once, into DATA_DIR; worke
   const binary = readFileSync(join(dir, `data/nmstatectl-${version}-x86_64`))
   t.same(leader.logs.filter(l => CPU_WORK.includes(l.msg)).map(l => l.msg), CPU_WORK, 'extracted, then compressed')
   const archive = readFileSync(archivePath)
-  t.ok(leader.prepared!.nmstate!.equals(archive), 'what it serves is what it saved')
+  t.ok(leader.prepared!.nmstateArchive!.equals(archive), 'what it serves is what it saved')
   t.ok(archive.equals(filesArchive([{ name: 'usr/bin/nmstatectl', mode: 0o100755, data: binary }])), 'byte for byte the archive compressed on the event loop before: ETags stay across the upgrade')
   await leader.store.close()
 
   const worker = await storeFor(t, dir, iso, '4.19', version, followerOf())
-  t.ok(worker.prepared!.nmstate!.equals(archive), 'a worker serves the same bytes (one ETag from every worker)')
+  t.ok(worker.prepared!.nmstateArchive!.equals(archive), 'a worker serves the same bytes (one ETag from every worker)')
   t.same(worker.logs.filter(l => CPU_WORK.includes(l.msg) || l.level !== 'info'), [], 'without extracting or compressing anything')
   await worker.store.close()
 
@@ -170,7 +170,7 @@ t.test('a worker never searches the rootfs: without the primary\'s nmstatectl it
   const { size, mtimeMs } = statSync(iso)
   writeFileSync(join(dir, 'data', contentIdFileName({ type: 'full-iso', version, cpuArchitecture: 'x86_64' })), JSON.stringify({ sha256: sha256(readFileSync(iso)), size, mtimeMs }))
   const { prepared, logs } = await storeFor(t, dir, iso, '4.19', version, followerOf({ [key]: 'squashfs: bad superblock' }))
-  t.equal(prepared!.nmstate, undefined, 'no nmstatectl, although this rootfs holds one: the primary found none')
+  t.equal(prepared!.nmstateArchive, undefined, 'no nmstatectl, although this rootfs holds one: the primary found none')
   t.equal(prepared!.nmstateError, 'squashfs: bad superblock', 'the reason /health and the 500 give')
   t.same(logs.filter(l => l.level !== 'info' || CPU_WORK.includes(l.msg)), [], 'nothing extracted, nothing logged twice (the primary logged it)')
 })

@@ -81,13 +81,13 @@ t.test('nmstatectl cache: a cached ELF binary is used, and its archive saved for
   const { log, lines } = recorder()
   const primary = await preparedNmstate(entry, 'k', noRootfs, { dataDir, log })
   t.equal(primary.nmstateError, undefined)
-  t.ok(await isNmstateArchiveOf(primary.nmstate!, ELF), 'the archive holds the cached binary')
+  t.ok(await isNmstateArchiveOf(primary.nmstateArchive!, ELF), 'the archive holds the cached binary')
   const saved = readFileSync(join(dataDir, nmstateArchiveFileName(entry)))
-  t.ok(saved.equals(primary.nmstate!), 'saved in DATA_DIR')
+  t.ok(saved.equals(primary.nmstateArchive!), 'saved in DATA_DIR')
   t.same(lines.map(l => l.msg), ['nmstatectl archive compressed'])
 
   const worker = await preparedNmstate(entry, 'k', noRootfs, { dataDir, log, follower: { nmstateError: () => undefined } })
-  t.ok(worker.nmstate!.equals(saved), 'a worker takes the saved archive')
+  t.ok(worker.nmstateArchive!.equals(saved), 'a worker takes the saved archive')
   t.equal(lines.length, 1, 'without compressing it again')
 })
 
