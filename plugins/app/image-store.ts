@@ -55,29 +55,22 @@ export default fp<ImageStoreOptions>(async function imageStorePlugin (fastify, o
     registers: [registry],
     aggregator: 'max'
   })
-  // Read when scraped, from the store: 1 for an image refused for good (the same in every worker).
-  void new Gauge({
-    name: `${METRIC_PREFIX}os_image_refused`,
-    help: 'OS images refused for good, their bytes not servable as they are (1); /health gives the reason',
-    labelNames: ['version', 'arch'],
-    registers: [registry],
-    aggregator: 'max',
-    collect () {
-      for (const group of store.groups) {
-        this.set({ version: group.version, arch: group.cpuArchitecture }, store.refusal(store.keyOf(group)) !== undefined ? 1 : 0)
+  // Read when scraped, from the store: the same in every worker.
+  const perImage = (name: string, help: string, valueOf: (key: string) => boolean): void => {
+    void new Gauge({
+      name: `${METRIC_PREFIX}${name}`,
+      help,
+      labelNames: ['version', 'arch'],
+      registers: [registry],
+      aggregator: 'max',
+      collect () {
+        for (const group of store.groups) this.set({ version: group.version, arch: group.cpuArchitecture }, valueOf(store.keyOf(group)) ? 1 : 0)
       }
-    }
-  })
-  void new Gauge({
-    name: `${METRIC_PREFIX}os_image_ready`,
-    help: 'Whether each configured OS image is ready to serve (1) or not yet (0)',
-    labelNames: ['version', 'arch'],
-    registers: [registry],
-    aggregator: 'max',
-    collect () {
-      for (const group of store.groups) this.set({ version: group.version, arch: group.cpuArchitecture }, store.isReady(store.keyOf(group)) ? 1 : 0)
-    }
-  })
+    })
+  }
+  perImage('os_image_refused', 'OS images refused for good, their bytes not servable as they are (1); /health gives the reason',
+    key => store.refusal(key) !== undefined)
+  perImage('os_image_ready', 'Whether each configured OS image is ready to serve (1) or not yet (0)', key => store.isReady(key))
   const log = fastify.log.child({ component: 'image-store' })
   const mapper = await chooseFileAccess(fastify.config.mmapImageFiles, log)
   const store = new ImageStore({

@@ -66,20 +66,10 @@ export default fp<MetricsOptions>(async function metricsPlugin (fastify, opts) {
   for (const sum of ['active_handles_total', 'active_requests_total', 'active_resources_total']) registry.removeSingleMetric(`${METRIC_PREFIX}nodejs_${sum}`)
   processMemoryMetrics(registry, cluster.isWorker ? `worker-${cluster.worker!.id}` : 'main')
 
-  const duration = new Histogram({
-    name: `${METRIC_PREFIX}http_request_duration_seconds`,
-    help: 'The latency of the HTTP requests.',
-    buckets: HTTP_DURATION_BUCKETS,
-    labelNames: HTTP_LABELS,
-    registers: [registry]
-  })
-  const responseSize = new Histogram({
-    name: `${METRIC_PREFIX}http_response_size_bytes`,
-    help: 'The size of the HTTP responses.',
-    buckets: HTTP_SIZE_BUCKETS,
-    labelNames: HTTP_LABELS,
-    registers: [registry]
-  })
+  const httpHistogram = (name: string, help: string, buckets: number[]) =>
+    new Histogram({ name: `${METRIC_PREFIX}${name}`, help, buckets, labelNames: HTTP_LABELS, registers: [registry] })
+  const duration = httpHistogram('http_request_duration_seconds', 'The latency of the HTTP requests.', HTTP_DURATION_BUCKETS)
+  const responseSize = httpHistogram('http_response_size_bytes', 'The size of the HTTP responses.', HTTP_SIZE_BUCKETS)
   const inFlight = new Gauge({
     name: `${METRIC_PREFIX}http_requests_inflight`,
     help: 'The number of inflight requests being handled at the same time.',

@@ -2,6 +2,7 @@ import { createDecoder, TokenError } from 'fast-jwt'
 import type { Credential } from '../upstream/infra-env-source.ts'
 import { type DomainError, TokenRefused } from '../errors.ts'
 import { isImageId } from './credentials.ts'
+import { BoundedCache } from '../io/bounded-cache.ts'
 
 /** Why a token was refused at the door; the `reason` label of the refusal counter. */
 export type TokenRefusal = 'bad_signature' | 'expired' | 'not_yet_valid' | 'malformed' | 'missing_claim'
@@ -48,6 +49,8 @@ export interface AdmittedToken {
 }
 
 const decodePayload = createDecoder()
+/** Claims of tokens read lately: a BMC's thousands of Range requests carry the same token (exp is still checked each time). */
+const TOKENS_REMEMBERED = 1000
 
 /** What a verifier's error means for the client. */
 function refusalOf (error: unknown): TokenRefusal {
@@ -74,6 +77,7 @@ function refusalOf (error: unknown): TokenRefusal {
 export class TokenCheck {
   readonly #policy: TokenPolicy
   readonly #now: () => number
+  readonly #claims = new BoundedCache<string, Record<string, unknown> | null>({ maxEntries: TOKENS_REMEMBERED })
 
   constructor (policy: TokenPolicy) {
     this.#policy = policy
@@ -103,8 +107,12 @@ export class TokenCheck {
       if (typeof id !== 'string' || !isImageId(id)) throw refusedToken('missing_claim')
       return { imageId: id, ...expiryOf(claims) }
     }
-    const claims = readClaims(credential.value)
-    if (claims === undefined) return {}
+    let claims = this.#claims.get(credential.value)
+    if (claims === undefined) {
+      claims = readClaims(credential.value) ?? null
+      this.#claims.set(credential.value, claims)
+    }
+    if (claims === null) return {}
     const admitted = { ...optionalImageId(claims), ...expiryOf(claims) }
     if (admitted.expiresAt !== undefined && admitted.expiresAt + this.#policy.clockToleranceMs <= this.#now()) {
       throw refusedToken('expired')
