@@ -9,6 +9,19 @@ export type Env = Readonly<Record<string, string | undefined>>
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
 export type LogLevel = typeof LOG_LEVELS[number]
 
+const FETCH_MODES = ['lazy', 'on-demand', 'eager'] as const
+export type OsImagesFetch = typeof FETCH_MODES[number]
+
+const QUANTITY_SUFFIXES: Record<string, number> = { '': 1, Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40, k: 1e3, K: 1e3, M: 1e6, G: 1e9, T: 1e12 }
+
+/** Bytes as Kubernetes writes a quantity (`50Gi`, `500M`, `1073741824`); undefined when it is not one. */
+export function parseByteQuantity (text: string): number | undefined {
+  const match = /^(\d+)(Ki|Mi|Gi|Ti|k|K|M|G|T)?$/.exec(text)
+  if (match === null) return undefined
+  const bytes = Number(match[1]) * QUANTITY_SUFFIXES[match[2] ?? '']!
+  return Number.isSafeInteger(bytes) ? bytes : undefined
+}
+
 export interface Config {
   assistedService: {
     scheme: 'http' | 'https'
@@ -44,6 +57,14 @@ export interface Config {
   osImagesRequestQueryParams: Record<string, string>
   osImageDownloadCaFile?: string
   insecureSkipVerify: boolean
+  /** How OS images are had (OS_IMAGES_FETCH): read from the origin on demand and filled behind, on demand only, or whole first. */
+  osImagesFetch: OsImagesFetch
+  /** Whole downloads and background fills running at once (OS_IMAGES_PARALLEL_DOWNLOADS). */
+  osImagesParallelDownloads: number
+  /** Bytes the image caches may hold together (OS_IMAGES_CACHE_MAX_BYTES); unset: no budget. */
+  osImagesCacheMaxBytes?: number
+  /** Seconds a request waits for bytes absent from the cache before it fails (OS_IMAGES_FETCH_TIMEOUT). */
+  osImagesFetchTimeoutSeconds: number
   allowedDomains: string[]
   infraEnvsDir?: string
   proxy: { http?: string, https?: string, noProxy?: string }
@@ -182,6 +203,13 @@ export function loadConfig (env: Env, cwd = process.cwd()): Config {
     problems.push(`REDIS_URL: must be a redis:// or rediss:// URL, got "${redisUrl.replace(/\/\/[^@]*@/, '//…@')}"`)
   }
   const publicKeyPem = tokenPublicKey(value('EC_PUBLIC_KEY_PEM'), value('EC_PUBLIC_KEY_PEM_FILE'), problems)
+  const fetchMode = (value('OS_IMAGES_FETCH') ?? 'lazy').toLowerCase()
+  if (!FETCH_MODES.includes(fetchMode as OsImagesFetch)) problems.push(`OS_IMAGES_FETCH: must be one of ${FETCH_MODES.join(', ')}, got "${fetchMode}"`)
+  const cacheMaxRaw = value('OS_IMAGES_CACHE_MAX_BYTES')
+  const cacheMaxBytes = cacheMaxRaw === undefined ? undefined : parseByteQuantity(cacheMaxRaw)
+  if (cacheMaxRaw !== undefined && (cacheMaxBytes === undefined || cacheMaxBytes < 64 << 20)) {
+    problems.push(`OS_IMAGES_CACHE_MAX_BYTES: must be bytes (at least 64Mi), optionally with a Ki, Mi, Gi or Ti suffix, got "${cacheMaxRaw}"`)
+  }
   const allowedDomains = (value('ALLOWED_DOMAINS') ?? '').split(',').map(d => d.trim()).filter(d => d !== '')
 
   const config: Config = {
@@ -212,6 +240,10 @@ export function loadConfig (env: Env, cwd = process.cwd()): Config {
     osImagesRequestQueryParams: stringMap('OS_IMAGES_REQUEST_QUERY_PARAMS'),
     ...optional('osImageDownloadCaFile', readableFile('OS_IMAGE_DOWNLOAD_TRUSTED_CA_FILE', value('OS_IMAGE_DOWNLOAD_TRUSTED_CA_FILE'))),
     insecureSkipVerify: boolean('INSECURE_SKIP_VERIFY'),
+    osImagesFetch: FETCH_MODES.includes(fetchMode as OsImagesFetch) ? fetchMode as OsImagesFetch : 'lazy',
+    osImagesParallelDownloads: integer('OS_IMAGES_PARALLEL_DOWNLOADS', 2, 1, 64),
+    ...optional('osImagesCacheMaxBytes', cacheMaxBytes),
+    osImagesFetchTimeoutSeconds: integer('OS_IMAGES_FETCH_TIMEOUT', 30, 1, 3600),
     allowedDomains,
     ...optional('infraEnvsDir', infraEnvsDir === undefined ? undefined : resolve(cwd, infraEnvsDir)),
     proxy: {

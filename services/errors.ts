@@ -74,6 +74,12 @@ export const PatchOverlap = coded('IMG_PATCH_OVERLAP', '%s')
 export const MinimalTemplateError = coded('IMG_MINIMAL_TEMPLATE', '%s')
 export const InvalidIso = coded('IMG_INVALID_ISO', '%s')
 
+// OS images read from their origin on demand
+/** Bytes a request needs are not cached and the origin did not send them in time. */
+export const OriginUnavailable = coded('IMG_ORIGIN_UNAVAILABLE', 'the OS image origin cannot send the bytes needed now: %s')
+/** The origin's file is not the one the cache holds blocks of (its validator or size changed). */
+export const OriginChanged = coded('IMG_ORIGIN_CHANGED', 'the OS image changed at its origin: %s')
+
 /** A download that failed; `retriable` and what a resume needs travel with it. */
 export class DownloadError extends DomainError {
   override readonly code = 'IMG_DOWNLOAD_FAILED'

@@ -31,6 +31,8 @@ interface Answer {
 /** Seconds a client waits before asking again for an image that is still being prepared. */
 const IMAGE_RETRY_AFTER_SECONDS = 30
 const LINK_STORE_RETRY_AFTER_SECONDS = 10
+/** A BMC retries a range soon: the origin may be back, or the image prepared again. */
+const ORIGIN_RETRY_AFTER_SECONDS = 10
 
 const BAD_REQUEST: Answer = { status: 400 }
 const NOT_FOUND: Answer = { status: 404 }
@@ -55,6 +57,8 @@ const ANSWERS: ReadonlyMap<string, Answer> = new Map([
   ['IMG_NOT_READY', { status: 503, retryAfter: () => IMAGE_RETRY_AFTER_SECONDS }],
   ['QUEUE_TIMEOUT', { status: 503, retryAfter: config => Math.max(1, config.requestQueueTimeoutSeconds) }],
   ['SHORT_LINK_STORE_UNAVAILABLE', { status: 503, retryAfter: () => LINK_STORE_RETRY_AFTER_SECONDS }],
+  ['IMG_ORIGIN_UNAVAILABLE', { status: 503, retryAfter: () => ORIGIN_RETRY_AFTER_SECONDS }],
+  ['IMG_ORIGIN_CHANGED', { status: 503, retryAfter: () => ORIGIN_RETRY_AFTER_SECONDS }],
   ['CLIENT_GONE', { status: CLIENT_CLOSED_REQUEST }],
   ['UPSTREAM_TIMEOUT', { status: 504 }],
   ['UPSTREAM_UNREACHABLE', BAD_GATEWAY],

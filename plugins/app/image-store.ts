@@ -4,10 +4,10 @@ import { Gauge } from 'prom-client'
 import { ImageWriter } from '../../services/compose/image-writer.ts'
 import { loadMemoryMapper, type MemoryMapper } from '../../services/compose/memory-map.ts'
 import { LARGE_BUFFER_BUDGET, ReadBuffers } from '../../services/compose/read-buffers.ts'
-import { ImageStore } from '../../services/store/image-store.ts'
+import { cachePuncher, ImageStore } from '../../services/store/image-store.ts'
 import type { StoreFollower, StoreTiming } from '../../services/store/store-types.ts'
 import { needsNmstate } from '../../services/store/os-image-entry.ts'
-import { downloadMetrics, METRIC_PREFIX } from '../../services/observe/metrics.ts'
+import { cachedBytesGauge, downloadMetrics, METRIC_PREFIX, originMetrics } from '../../services/observe/metrics.ts'
 import { Readiness } from '../../services/store/readiness.ts'
 
 declare module 'fastify' {
@@ -77,11 +77,14 @@ export default fp<ImageStoreOptions>(async function imageStorePlugin (fastify, o
     config: fastify.config,
     log,
     metrics: { ...downloads, readyChanged: count => ready.set(count) },
+    // A worker reads the primary's caches: the primary fetches, counts and evicts.
+    ...(opts.follower === undefined ? { cacheMetrics: originMetrics(registry), ...await cachePuncher(fastify.config, log) } : {}),
     ...(opts.timing !== undefined ? { timing: opts.timing } : {}),
     ...(opts.follower !== undefined ? { follower: opts.follower } : {}),
     ...(mapper !== undefined ? { mapper } : {})
   })
   const { follower } = opts
+  if (follower === undefined) cachedBytesGauge(registry, () => store.cachedBytes())
   // With workers, readiness is the cluster's: an image counts once every worker can serve it.
   const readiness = new Readiness(store, follower !== undefined)
   follower?.onServing(keys => readiness.clusterServes(keys))

@@ -15,6 +15,9 @@ declare module 'fastify' {
   }
 }
 
+/** What a response has fetched from an image's origin before it starts: a BMC's whole range, a stream's first blocks. */
+const FETCH_AHEAD_BYTES = 4 << 20
+
 interface SendOptions {
   writer: ImageWriter
   idleTimeoutMs: number
@@ -28,6 +31,10 @@ async function sendImage (this: FastifyReply, image: ComposedImage, meta: ImageM
     await this.code(plan.status).headers(plan.headers).send(plan.error !== undefined ? errorBody(plan.error.code, plan.error.message) : undefined)
     return
   }
+
+  // Bytes an image's origin must send first are fetched while a failure can still be a 503 (a BMC retries it).
+  const first = plan.parts[0]!
+  if (request.method !== 'HEAD') await options.writer.fetchAhead(image, first.start, Math.min(first.end, first.start + FETCH_AHEAD_BYTES))
 
   // Every header is checked while Fastify still answers errors: after hijack() nothing may throw unanswered.
   const headers = { ...this.getHeaders(), ...plan.headers } as OutgoingHttpHeaders

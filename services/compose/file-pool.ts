@@ -1,4 +1,5 @@
 import { open, type FileHandle } from 'node:fs/promises'
+import type { ByteGate } from '../io/byte-gate.ts'
 import type { MappedRegion, MemoryMapper } from './memory-map.ts'
 
 export interface FilePoolOptions {
@@ -22,15 +23,18 @@ export class OpenFile {
   readonly size: number
   /** The file's bytes in memory, or undefined where it is read instead. */
   readonly region: MappedRegion | undefined
+  /** Set when the file's bytes may be absent until fetched (a block cache): a writer asks it before each chunk. */
+  readonly gate: ByteGate | undefined
   #users = 0
   #closing = false
   #closed: Promise<void> | undefined
 
-  constructor (path: string, handle: FileHandle, size: number, region: MappedRegion | undefined) {
+  constructor (path: string, handle: FileHandle, size: number, region: MappedRegion | undefined, gate?: ByteGate) {
     this.path = path
     this.handle = handle
     this.size = size
     this.region = region
+    this.gate = gate
   }
 
   get users (): number { return this.#users }
@@ -80,6 +84,7 @@ export function openFileCount (): number { return liveFiles }
 export class FilePool {
   readonly #files = new Map<string, Promise<OpenFile>>()
   readonly #contentIds = new Map<string, string>()
+  readonly #gates = new Map<string, ByteGate>()
   readonly #mapper: MemoryMapper | undefined
   readonly #onMapFailure: ((path: string, err: Error) => void) | undefined
   readonly #prefault: boolean
@@ -101,6 +106,16 @@ export class FilePool {
 
   contentId (path: string): string | undefined {
     return this.#contentIds.get(path)
+  }
+
+  /** Says that the file at `path` is a block cache: its bytes are asked of `gate` before they are read. */
+  gate (path: string, gate: ByteGate): void {
+    if (this.#files.has(path)) throw new Error(`${path} is open already: its gate comes first`)
+    this.#gates.set(path, gate)
+  }
+
+  gateOf (path: string): ByteGate | undefined {
+    return this.#gates.get(path)
   }
 
   /** The open file at `path`, retained: call `release()` once nothing refers to its bytes any more. */
@@ -149,8 +164,10 @@ export class FilePool {
       throw err
     }
     liveFiles++
-    const file = new OpenFile(path, handle, size, region)
-    if (region !== undefined && this.#prefault) void prefault(file)
+    const gate = this.#gates.get(path)
+    const file = new OpenFile(path, handle, size, region, gate)
+    // A block cache's holes would fault in as page-cache zeros: its pages come in as blocks arrive.
+    if (region !== undefined && this.#prefault && gate === undefined) void prefault(file)
     return file
   }
 

@@ -2,7 +2,7 @@ import { open } from 'node:fs/promises'
 import { Transform, Writable, type Readable } from 'node:stream'
 import { setImmediate } from 'node:timers/promises'
 import type { ComposedImage } from './composed-image.ts'
-import { faultIn, FileReads } from './file-reads.ts'
+import { faultIn, FileReads, type LentChunk } from './file-reads.ts'
 import { LARGEST_BUFFER, ReadBuffers, SMALLEST_BUFFER } from './read-buffers.ts'
 import { segmentLength } from './segment.ts'
 
@@ -16,6 +16,8 @@ const YIELD_BYTES = 2 << 20
 const MAPPED_CHUNK = 1 << 20
 /** Zero segments are sent as slices of this one chunk. */
 const ZEROS = Buffer.alloc(1 << 20)
+/** How far a stream asks a block cache to fetch ahead of what it sends, within what it will send. */
+const READ_AHEAD = 8 << 20
 
 /**
  * Writes byte ranges of composed images: the one path by which their bytes
@@ -50,6 +52,19 @@ export class ImageWriter {
       throw err
     }
     reads.release()
+  }
+
+  /**
+   * Has the file bytes of [start, end) fetched where they may be absent (a
+   * block cache), so that a response learns it cannot have them before it starts.
+   */
+  async fetchAhead (image: ComposedImage, start: number, end: number): Promise<void> {
+    image.checkRange(start, end)
+    for (const piece of image.pieces(start, end)) {
+      if (piece.kind !== 'file') continue
+      const release = await image.pool.gateOf(piece.path)?.acquire(piece.offset, piece.length)
+      release?.()
+    }
   }
 
   /** Reads a range into memory. For preparing images and for tests: served images are written, not held. */
@@ -118,6 +133,7 @@ async function writePieces (image: ComposedImage, sink: Writable, start: number,
   for (const piece of image.pieces(start, end)) {
     const length = segmentLength(piece)
     const file = piece.kind === 'file' ? await reads.file(piece.path) : undefined
+    const gate = file?.gate
     for (let done = 0; done < length;) {
       if (sink.destroyed) throw new Error('sink closed')
       const want = Math.min(chunkSize, length - done)
@@ -132,11 +148,16 @@ async function writePieces (image: ComposedImage, sink: Writable, start: number,
         // The socket copies a slice at once, on the event loop: 4 MiB slices took its delay with 8 clients from
         // about 25 to 40 ms (measured), 1 MiB ones cost no throughput.
         const size = Math.min(want, MAPPED_CHUNK)
-        if (!file!.region.resident(at, size)) await faultIn(file!, at, size)
+        // Held until the socket has the slice: its block is not evicted (read as a hole: zeros) under it.
+        const held = await gate?.acquire(at, size, Math.min(READ_AHEAD, length - done - size))
+        if (!file!.region.resident(at, size)) await faultIn(file!, at, size).catch((err: unknown) => { held?.(); throw err })
         chunk = file!.region.bytes.subarray(at, at + size)
-        callback = sending.track()
+        callback = sending.track(held)
       } else {
-        const lent = await reads.readInto(file!, piece.offset + done, want)
+        const at = piece.offset + done
+        const held = await gate?.acquire(at, want, Math.min(READ_AHEAD, length - done - want))
+        let lent: LentChunk
+        try { lent = await reads.readInto(file!, at, want) } finally { held?.() }
         chunk = lent.chunk
         callback = sending.track(lent.release)
       }

@@ -1,9 +1,11 @@
 import { ComposedImage } from '../compose/composed-image.ts'
 import type { FilePool } from '../compose/file-pool.ts'
+import type { ByteGate } from '../io/byte-gate.ts'
 import type { IsoImage } from '../iso9660/reader.ts'
 import { ignitionArchive, padTo4 } from './ignition-archive.ts'
 
-export interface FileRange { path: string, offset: number, length: number }
+/** Bytes of a file; `gate` is set when they may be absent until fetched (the file is a block cache). */
+export interface FileRange { path: string, offset: number, length: number, gate?: ByteGate }
 
 /** The raw boot artifacts of a full ISO, as byte ranges of the ISO file. */
 export interface BootArtifacts {
@@ -20,7 +22,7 @@ export async function findBootArtifacts (image: IsoImage): Promise<BootArtifacts
   const range = (path: string): FileRange | undefined => {
     const entry = image.lookup(path)
     if (entry === undefined || entry.isDirectory || entry.extents.length !== 1) return undefined
-    return { path: image.identity.path, offset: entry.byteOffset, length: entry.size }
+    return { path: image.identity.path, offset: entry.byteOffset, length: entry.size, ...(image.gate !== undefined ? { gate: image.gate } : {}) }
   }
   // s390x ISOs built before 2024-12 name the kernel kernel.img.
   const vmlinuz = range('/images/pxeboot/vmlinuz')
@@ -39,7 +41,7 @@ export async function findBootArtifacts (image: IsoImage): Promise<BootArtifacts
 }
 
 export async function rangeImage (range: FileRange, pool: FilePool): Promise<ComposedImage> {
-  return await ComposedImage.fromSegments([{ kind: 'file', ...range }], pool)
+  return await ComposedImage.fromSegments([{ kind: 'file', path: range.path, offset: range.offset, length: range.length }], pool)
 }
 
 export interface PxeContent {

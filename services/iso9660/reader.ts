@@ -4,6 +4,7 @@ import { IsoFormatError } from '../errors.ts'
 import { parseBootCatalog, parseBootRecord, type BootCatalog } from './el-torito.ts'
 import { parseSusp, type RockRidge, type SuspEntries } from './rock-ridge.ts'
 import { parseSystemArea, SYSTEM_AREA_SIZE, type SystemArea } from './system-area.ts'
+import type { ByteGate } from '../io/byte-gate.ts'
 import { readFully } from '../io/read-fully.ts'
 import { DESCRIPTOR, FLAG, readDescriptorLayout, readDirectoryRecord, readPathTable, type DirectoryRecord } from './records.ts'
 
@@ -67,6 +68,8 @@ export class IsoImage {
   readonly primary: VolumeDescriptor
   readonly joliet?: VolumeDescriptor & { level: number }
   readonly bootCatalog?: BootCatalog
+  /** Set when the file's bytes may be absent until fetched (a block cache): every read asks it first. */
+  readonly gate: ByteGate | undefined
   readonly #fh: FileHandle
   #root: IsoEntry = placeholderRoot()
   #jolietRoot: IsoEntry | undefined
@@ -75,10 +78,11 @@ export class IsoImage {
   /** Bytes of directory records and continuation areas read while opening. */
   metadataBytesRead = 0
 
-  private constructor (fh: FileHandle, identity: FileIdentity, parts: {
+  private constructor (fh: FileHandle, identity: FileIdentity, gate: ByteGate | undefined, parts: {
     systemArea: SystemArea, primary: VolumeDescriptor, joliet?: VolumeDescriptor & { level: number }, bootCatalog?: BootCatalog
   }) {
     this.#fh = fh
+    this.gate = gate
     this.identity = identity
     this.systemArea = parts.systemArea
     this.primary = parts.primary
@@ -91,12 +95,12 @@ export class IsoImage {
   get jolietRoot (): IsoEntry | undefined { return this.#jolietRoot }
   get hasRockRidge (): boolean { return this.#hasRockRidge }
 
-  static async open (path: string): Promise<IsoImage> {
+  static async open (path: string, { gate }: { gate?: ByteGate | undefined } = {}): Promise<IsoImage> {
     const fh = await open(path, 'r')
     try {
       const stat = await fh.stat()
       const identity = { path, size: stat.size, mtimeMs: stat.mtimeMs, ino: stat.ino, dev: stat.dev }
-      const read = (offset: number, length: number, what: string) => readExactly(fh, stat.size, offset, length, what)
+      const read = (offset: number, length: number, what: string) => readExactly(fh, stat.size, offset, length, what, gate)
       const systemArea = parseSystemArea(await read(0, SYSTEM_AREA_SIZE, 'system area'))
       let primary: VolumeDescriptor | undefined
       let joliet: (VolumeDescriptor & { level: number }) | undefined
@@ -119,7 +123,7 @@ export class IsoImage {
       if (catalogLba !== undefined) {
         bootCatalog = parseBootCatalog(await read(catalogLba * SECTOR, SECTOR, 'El Torito catalog'), catalogLba)
       }
-      const image = new IsoImage(fh, identity, {
+      const image = new IsoImage(fh, identity, gate, {
         systemArea, primary, ...(joliet !== undefined ? { joliet } : {}), ...(bootCatalog !== undefined ? { bootCatalog } : {})
       })
       await image.#loadTrees()
@@ -237,7 +241,7 @@ export class IsoImage {
   async #readMetadata (offset: number, length: number, what: string): Promise<Buffer> {
     this.metadataBytesRead += length
     if (this.metadataBytesRead > MAX_METADATA_BYTES) throw new IsoFormatError(`${what}: directory metadata exceeds ${MAX_METADATA_BYTES} bytes`)
-    return await readExactly(this.#fh, this.identity.size, offset, length, what)
+    return await readExactly(this.#fh, this.identity.size, offset, length, what, this.gate)
   }
 
   /** Finds a file or directory: Rock Ridge names, then Joliet, then primary (8.3, case-insensitive). */
@@ -286,7 +290,7 @@ export class IsoImage {
 
   /** Reads `length` bytes at `offset` of the image. */
   async readAt (offset: number, length: number): Promise<Buffer> {
-    return await readExactly(this.#fh, this.identity.size, offset, length, 'image range')
+    return await readExactly(this.#fh, this.identity.size, offset, length, 'image range', this.gate)
   }
 
   /** Reads a whole file's bytes (every extent). Meant for small files: configs, JSON, boot images. */
@@ -337,11 +341,11 @@ function cleanJolietName (name: string): string {
   return name.replace(/;1$/, '')
 }
 
-async function readExactly (fh: FileHandle, fileSize: number, offset: number, length: number, what: string): Promise<Buffer> {
+async function readExactly (fh: FileHandle, fileSize: number, offset: number, length: number, what: string, gate: ByteGate | undefined): Promise<Buffer> {
   if (offset < 0 || length < 0 || offset + length > fileSize) {
     throw new IsoFormatError(`${what}: bytes ${offset}..${offset + length} are past the end of the ${fileSize}-byte image`)
   }
-  return await readFully(fh, length, offset, () => new IsoFormatError(`${what}: image ended early`))
+  return await readFully(fh, length, offset, () => new IsoFormatError(`${what}: image ended early`), gate)
 }
 
 function placeholderRoot (): IsoEntry {

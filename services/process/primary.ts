@@ -5,8 +5,9 @@ import type { Config } from '../config.ts'
 import { isMessage, type ClusterMessage } from './messages.ts'
 import { onTermination } from './shutdown.ts'
 import { createLogger } from '../observe/logger.ts'
-import { downloadMetrics, METRIC_PREFIX, processMemoryMetrics } from '../observe/metrics.ts'
-import { ImageStore } from '../store/image-store.ts'
+import { DomainError } from '../errors.ts'
+import { cachedBytesGauge, downloadMetrics, METRIC_PREFIX, originMetrics, processMemoryMetrics } from '../observe/metrics.ts'
+import { cachePuncher, ImageStore } from '../store/image-store.ts'
 
 /**
  * A worker's young generation is capped: request handling allocates little (the
@@ -31,10 +32,15 @@ export async function runPrimary (config: Config, workerEnv: Record<string, stri
   const registry = new Registry()
   processMemoryMetrics(registry, 'primary')
   const restarts = new Counter({ name: `${METRIC_PREFIX}worker_restarts_total`, help: 'Workers that died and were replaced', registers: [registry] })
+  const evictions = new EvictionConsent()
+  cachedBytesGauge(registry, () => store.cachedBytes())
   const store = new ImageStore({
     config,
     log,
-    metrics: { ...downloadMetrics(registry), readyChanged: () => {} }
+    metrics: { ...downloadMetrics(registry), readyChanged: () => {} },
+    cacheMetrics: originMetrics(registry),
+    heldElsewhere: async (key, inode, blocks) => await evictions.held(workers(), key, inode, blocks),
+    ...await cachePuncher(config, log)
   })
   // Workers see the configuration the primary settled on (the demo's images and InfraEnvs included).
   const env: Record<string, string> = {
@@ -87,6 +93,17 @@ export async function runPrimary (config: Config, workerEnv: Record<string, stri
     if (!isMessage(message)) return
     if (message.type === 'ais:prepared') { book.prepared(worker.id, message.key, message.ready); updateServing(); return }
     if (message.type === 'ais:registry-response') { scrapes.answered(worker.id, message.id, message.metrics); return }
+    if (message.type === 'ais:evict-response') { evictions.answered(worker.id, message.id, message.held); return }
+    if (message.type === 'ais:bytes-request') {
+      const { id } = message
+      store.fetchFor(message.key, message.inode, message.offset, message.length, message.readAhead).then(
+        () => { if (worker.isConnected()) worker.send({ type: 'ais:bytes-response', id } satisfies ClusterMessage) },
+        (err: unknown) => {
+          const code = err instanceof DomainError ? err.code : 'IMG_ORIGIN_UNAVAILABLE'
+          if (worker.isConnected()) worker.send({ type: 'ais:bytes-response', id, error: { code, message: (err as Error).message } } satisfies ClusterMessage)
+        })
+      return
+    }
     if (message.type !== 'ais:metrics-request') return
     void scrapes.collect(workers(), registry).then(
       text => worker.send({ type: 'ais:metrics-response', id: message.id, text } satisfies ClusterMessage),
@@ -120,6 +137,39 @@ export async function runPrimary (config: Config, workerEnv: Record<string, stri
     },
     force: () => { for (const w of workers()) w.process.kill('SIGKILL') }
   })
+}
+
+/**
+ * Before the primary evicts blocks of a cache, every worker forgets them and
+ * names those it holds (mapped slices in flight): those stay. A worker that
+ * does not answer in time is taken to hold them all.
+ */
+class EvictionConsent {
+  #next = 0
+  readonly #pending = new Map<number, (workerId: number, held: number[]) => void>()
+
+  async held (workers: Worker[], key: string, inode: number, blocks: number[], timeoutMs = 5000): Promise<number[]> {
+    const id = ++this.#next
+    const asked = workers.filter(w => w.isConnected())
+    const held = new Set<number>()
+    await new Promise<void>(resolve => {
+      const waiting = new Set(asked.map(w => w.id))
+      const finish = (): void => { clearTimeout(timer); this.#pending.delete(id); resolve() }
+      const timer = setTimeout(() => { if (waiting.size > 0) for (const block of blocks) held.add(block); finish() }, timeoutMs)
+      this.#pending.set(id, (workerId, theirs) => {
+        if (!waiting.delete(workerId)) return
+        for (const block of theirs) held.add(block)
+        if (waiting.size === 0) finish()
+      })
+      if (waiting.size === 0) finish()
+      for (const worker of asked) worker.send({ type: 'ais:evict-request', id, key, inode, blocks } satisfies ClusterMessage)
+    })
+    return [...held]
+  }
+
+  answered (workerId: number, id: number, held: number[]): void {
+    this.#pending.get(id)?.(workerId, held)
+  }
 }
 
 type RegistryJson = MetricObjectWithValues<MetricValue<string>>[]

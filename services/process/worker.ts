@@ -1,4 +1,5 @@
 import type { Registry } from 'prom-client'
+import { OriginChanged, OriginUnavailable } from '../errors.ts'
 import type { StoreFollower } from '../store/store-types.ts'
 import { isMessage, type ClusterMessage } from './messages.ts'
 
@@ -15,8 +16,23 @@ export function followPrimary (): StoreFollower {
   const waiting = new Map<string, Array<() => void>>()
   const servingListeners: Array<(keys: ReadonlySet<string>) => void> = []
   let serving: ReadonlySet<string> | undefined
+  const asking = new Map<number, { resolve: () => void, reject: (err: Error) => void }>()
+  let nextAsk = 0
+  const evictionListeners = new Map<string, (blocks: number[]) => number[]>()
   process.on('message', (message: unknown) => {
     if (!isMessage(message)) return
+    if (message.type === 'ais:bytes-response') {
+      const waiter = asking.get(message.id)
+      asking.delete(message.id)
+      if (message.error === undefined) waiter?.resolve()
+      else waiter?.reject(primaryError(message.error))
+      return
+    }
+    if (message.type === 'ais:evict-request') {
+      const held = evictionListeners.get(`${message.key}\0${message.inode}`)?.(message.blocks) ?? []
+      process.send?.({ type: 'ais:evict-response', id: message.id, held } satisfies ClusterMessage)
+      return
+    }
     if (message.type === 'ais:serving') {
       serving = new Set(message.keys)
       for (const listener of servingListeners) listener(serving)
@@ -48,8 +64,25 @@ export function followPrimary (): StoreFollower {
       servingListeners.push(listener)
       // What the primary said before this listener came.
       if (serving !== undefined) listener(serving)
+    },
+    askForBytes (key: string, inode: number, offset: number, length: number, readAhead: number): Promise<void> {
+      const id = ++nextAsk
+      return new Promise((resolve, reject) => {
+        asking.set(id, { resolve, reject })
+        process.send?.({ type: 'ais:bytes-request', id, key, inode, offset, length, readAhead } satisfies ClusterMessage)
+      })
+    },
+    onEvicting (key: string, inode: number, listener: (blocks: number[]) => number[]): void {
+      evictionListeners.set(`${key}\0${inode}`, listener)
     }
   }
+}
+
+/** The primary's failure to fetch bytes, as the error a route answers for (a 503 with Retry-After). */
+function primaryError ({ code, message }: { code: string, message: string }): Error {
+  const err = code === 'IMG_ORIGIN_CHANGED' ? new OriginChanged('') : new OriginUnavailable('')
+  err.message = message
+  return err
 }
 
 /** From a worker: the metrics of every process, as the primary aggregates them. */

@@ -1,5 +1,6 @@
 import { open, type FileHandle } from 'node:fs/promises'
 import { FilesystemError } from '../errors.ts'
+import type { ByteGate } from '../io/byte-gate.ts'
 import { readFully } from '../io/read-fully.ts'
 import { BoundedCache } from '../io/bounded-cache.ts'
 
@@ -17,21 +18,24 @@ export class ByteSource {
   readonly #handle: FileHandle
   readonly #base: number
   readonly #owned: boolean
+  readonly #gate: ByteGate | undefined
   readonly #pages = new BoundedCache<number, Buffer>({ maxEntries: CACHE_PAGES })
 
-  constructor (handle: FileHandle, base: number, length: number, owned = false) {
+  constructor (handle: FileHandle, base: number, length: number, owned = false, gate?: ByteGate) {
     this.#handle = handle
+    this.#gate = gate
     this.#base = base
     this.length = length
     this.#owned = owned
   }
 
-  static async open (path: string, base = 0, length?: number): Promise<ByteSource> {
+  /** `gate`: the file's bytes may be absent until fetched (a block cache), and are asked for first. */
+  static async open (path: string, base = 0, length?: number, gate?: ByteGate): Promise<ByteSource> {
     const handle = await open(path, 'r')
     try {
       const size = (await handle.stat()).size
       if (base > size) throw new FilesystemError(`image offset ${base} is beyond the end of ${path}`)
-      return new ByteSource(handle, base, Math.min(length ?? size - base, size - base), true)
+      return new ByteSource(handle, base, Math.min(length ?? size - base, size - base), true, gate)
     } catch (err) {
       await handle.close()
       throw err
@@ -48,7 +52,7 @@ export class ByteSource {
   }
 
   async #direct (offset: number, length: number): Promise<Buffer> {
-    return await readFully(this.#handle, length, this.#base + offset, at => new FilesystemError(`image ends at ${at - this.#base}, inside a read of ${length} bytes`))
+    return await readFully(this.#handle, length, this.#base + offset, at => new FilesystemError(`image ends at ${at - this.#base}, inside a read of ${length} bytes`), this.#gate)
   }
 
   async #cached (offset: number, length: number): Promise<Buffer> {

@@ -1,3 +1,4 @@
+import type { ByteGate } from '../io/byte-gate.ts'
 import { ByteSource } from './byte-source.ts'
 import { ErofsFilesystem } from './erofs.ts'
 import { CpioFormatError, FilesystemError } from '../errors.ts'
@@ -33,8 +34,8 @@ export async function openFilesystem (source: ByteSource): Promise<ReadOnlyFiles
  * member is root.squashfs (RHCOS <= 4.21) or root.erofs (Fedora CoreOS 42+,
  * RHCOS 10). The filesystem is read where it lies; nothing is copied.
  */
-export async function openLiveRootfs (path: string, offset: number, length: number): Promise<ReadOnlyFilesystem> {
-  const outer = await ByteSource.open(path, offset, length)
+export async function openLiveRootfs (path: string, offset: number, length: number, gate?: ByteGate): Promise<ReadOnlyFilesystem> {
+  const outer = await ByteSource.open(path, offset, length, gate)
   let member: { start: number, size: number, name: string }
   try {
     member = await firstMember(outer)
@@ -44,7 +45,7 @@ export async function openLiveRootfs (path: string, offset: number, length: numb
   if (!LIVE_MEMBERS.has(member.name)) {
     throw new FilesystemError(`rootfs.img starts with ${JSON.stringify(member.name)}, not root.squashfs or root.erofs`)
   }
-  return await openFilesystem(await ByteSource.open(path, offset + member.start, member.size))
+  return await openFilesystem(await ByteSource.open(path, offset + member.start, member.size, gate))
 }
 
 async function firstMember (source: ByteSource): Promise<{ start: number, size: number, name: string }> {

@@ -1,17 +1,25 @@
-import { mkdir, readdir, rm, stat, unlink } from 'node:fs/promises'
+import { mkdir, readdir, rename, rm, stat, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { MemoryMapper } from '../compose/memory-map.ts'
-import { DomainError } from '../errors.ts'
+import { DomainError, OriginChanged } from '../errors.ts'
+import { syncDirectory } from '../io/atomic-write.ts'
+import { fileSha256 } from '../io/file-hash.ts'
 import { ConcurrencyLimiter } from '../http/limiter.ts'
 import { backoffDelay, sleep } from '../io/backoff.ts'
+import { loadHolePuncher, type HolePuncher } from '../io/hole-punch.ts'
+import type { CacheMetrics } from '../origin/block-cache.ts'
+import { CacheBudget } from '../origin/cache-budget.ts'
 import type { PreparedImage, StoreConfig, StoreFollower, StoreLog, StoreMetrics, StoreTiming } from './store-types.ts'
 import { ImagePreparer } from './image-preparer.ts'
+import { saveContentId } from './content-id.ts'
+import { cacheFiles, FollowerSource, LeaderSource, wholeIsoPath } from './image-source.ts'
+import { CacheFiller } from './cache-filler.ts'
 import {
-  contentIdFileName, deduplicateEntries, entryKey, findEntry, isoFileName, nmstateArchiveFileName, nmstatectlFileName, type OsImageEntry, type OsImageType
+  blockCacheFileName, blockRecordFileName, contentIdFileName, deduplicateEntries, entryKey, findEntry, isoFileName, nmstateArchiveFileName,
+  nmstatectlFileName, type OsImageEntry, type OsImageType
 } from './os-image-entry.ts'
 
 const DEFAULT_TIMING: StoreTiming = {
-  parallelDownloads: 2,
   downloadAttempts: 5,
   downloadBackoffMs: 1000,
   retryBaseMs: 5000,
@@ -25,6 +33,21 @@ type State =
   | { status: 'pending' | 'failed', error?: string, failures: number }
   | { status: 'ready', image: PreparedImage }
   | { status: 'refused', error: string }
+
+/**
+ * What gives a block cache's disk back, when the platform has it (Linux with
+ * koffi); without it a cache budget cannot be kept, which is said once.
+ */
+export async function cachePuncher (config: Pick<StoreConfig, 'osImagesCacheMaxBytes'>, log: StoreLog): Promise<{ punch?: HolePuncher }> {
+  try {
+    return { punch: await loadHolePuncher() }
+  } catch (err) {
+    if (config.osImagesCacheMaxBytes !== undefined) {
+      log.error({ error: (err as Error).message }, 'blocks cannot be evicted here: OS_IMAGES_CACHE_MAX_BYTES cannot be kept')
+    }
+    return {}
+  }
+}
 
 /**
  * Failures that say the image itself cannot be served (its layout, its embed
@@ -64,6 +87,10 @@ export class ImageStore {
   readonly #retired = new Map<NodeJS.Timeout, PreparedImage>()
   /** A replacement file that failed to prepare, by image: not tried again until it changes. */
   readonly #failedReplacements = new Map<string, string>()
+  /** Images whose origin changed under their block cache: prepared again on the next check. */
+  readonly #changedAtOrigin = new Set<string>()
+  readonly #budget: CacheBudget
+  readonly #filler: CacheFiller | undefined
 
   constructor (options: {
     config: StoreConfig
@@ -71,6 +98,11 @@ export class ImageStore {
     metrics?: StoreMetrics
     timing?: Partial<StoreTiming>
     follower?: StoreFollower
+    /** The other processes reading the leader's block caches: which blocks they hold (never evicted). */
+    heldElsewhere?: (key: string, inode: number, blocks: number[]) => Promise<number[]>
+    cacheMetrics?: CacheMetrics
+    /** Gives evicted blocks' disk back; without it a cache budget cannot be kept. */
+    punch?: HolePuncher
     /** Maps the image files responses stream from; unset: they are read. */
     mapper?: MemoryMapper
   }) {
@@ -79,16 +111,36 @@ export class ImageStore {
     this.#log = options.log
     this.#metrics = options.metrics
     this.#timing = { ...DEFAULT_TIMING, ...options.timing }
-    this.#preparer = new ImagePreparer({
-      config: this.#config,
-      log: this.#log,
-      ...(this.#metrics !== undefined ? { metrics: this.#metrics } : {}),
-      timing: this.#timing,
-      downloads: new ConcurrencyLimiter(this.#timing.parallelDownloads, 0),
-      ...(this.#follower !== undefined ? { follower: this.#follower } : {}),
-      signal: this.#abort.signal,
-      ...(options.mapper !== undefined ? { mapper: options.mapper } : {})
-    })
+    this.#budget = new CacheBudget(this.#config.osImagesCacheMaxBytes ?? Infinity)
+    const parallel = this.#config.osImagesParallelDownloads ?? 2
+    // The role is decided here, once: the preparer and everything below it never ask.
+    const source = this.#follower !== undefined
+      ? new FollowerSource(this.#config, this.#log, this.#follower)
+      : new LeaderSource({
+        config: this.#config,
+        log: this.#log,
+        metrics: this.#metrics,
+        cacheMetrics: options.cacheMetrics,
+        timing: this.#timing,
+        downloads: new ConcurrencyLimiter(parallel, 0),
+        budget: this.#budget,
+        punch: options.punch,
+        heldElsewhere: options.heldElsewhere,
+        onOriginChanged: key => { this.#changedAtOrigin.add(key); void this.checkReplaced() },
+        signal: this.#abort.signal
+      })
+    this.#preparer = new ImagePreparer({ config: this.#config, log: this.#log, source, mapper: options.mapper })
+    this.#filler = this.#follower === undefined && (this.#config.osImagesFetch ?? 'lazy') === 'lazy'
+      ? new CacheFiller({
+        parallel,
+        budget: this.#budget,
+        log: this.#log,
+        signal: this.#abort.signal,
+        retryMs: this.#timing.retryBaseMs,
+        images: () => this.keys.map(key => this.get(key)).filter((image): image is PreparedImage => image !== undefined),
+        complete: async image => await this.#completed(image)
+      })
+      : undefined
     this.entries = options.config.osImages
     this.groups = deduplicateEntries(this.entries)
     for (const group of this.groups) this.#states.set(entryKey(group), { status: 'pending', failures: 0 })
@@ -134,6 +186,69 @@ export class ImageStore {
     await mkdir(this.#config.dataTempDir, { recursive: true })
     await this.#cleanup()
     this.#tasks = this.groups.map(group => this.#prepareWithRetry(group))
+    if (this.#filler !== undefined) this.#tasks.push(this.#filler.run())
+  }
+
+  /** What each ready image holds in DATA_DIR: its block cache's bytes, or its whole file's size. */
+  cachedBytes (): Array<{ version: string, arch: string, bytes: number }> {
+    return this.groups.flatMap(group => {
+      const image = this.get(entryKey(group))
+      if (image === undefined) return []
+      return [{ version: group.version, arch: group.cpuArchitecture, bytes: image.blocks?.cachedBytes ?? image.iso.identity.size }]
+    })
+  }
+
+  /** Bytes of every block cache together, and the budget they are kept in (Infinity: none). */
+  get cacheUsage (): { bytes: number, maxBytes: number } {
+    return { bytes: this.#budget.usedBytes, maxBytes: this.#budget.maxBytes }
+  }
+
+  /**
+   * For another process reading the leader's block cache of `key` (the file
+   * with `inode`): resolves once [offset, offset + length) is present, and has
+   * `readAhead` more fetched. Rejects (a DomainError) when the bytes cannot be
+   * had, or the cache is no longer the one that process reads.
+   */
+  async fetchFor (key: string, inode: number, offset: number, length: number, readAhead: number): Promise<void> {
+    const blocks = this.get(key)?.blocks
+    if (blocks === undefined || await blocks.inode() !== inode) throw new OriginChanged('the image was prepared again; read it anew')
+    const release = await blocks.acquire(offset, length, readAhead)
+    release()
+  }
+
+  /**
+   * Every block of an image is cached: its bytes are checked against the
+   * entry's sha256 (a mismatch refuses the image), and, with no cache budget
+   * to keep, the file takes the image's upstream-compatible name, where a later
+   * start finds it whole.
+   */
+  async #completed (image: PreparedImage): Promise<void> {
+    const blocks = image.blocks!
+    const key = image.key
+    const started = performance.now()
+    const sha256 = await fileSha256(blocks.path, blocks.size)
+    if (image.entry.sha256 !== undefined && sha256 !== image.entry.sha256) {
+      const error = `sha256 mismatch: expected ${image.entry.sha256}, got ${sha256}`
+      this.#log.error({ image: key, error }, 'OS image refused: its bytes at the origin do not match the configured sha256')
+      if (this.#states.get(key)?.status === 'ready') {
+        this.#setState(key, { status: 'refused', error })
+        this.#retire(image)
+      }
+      return
+    }
+    if (this.#budget.maxBytes !== Infinity) {
+      this.#log.info({ image: key, seconds: Math.round((performance.now() - started) / 100) / 10 }, 'OS image cached whole; it stays a block cache the budget may evict from')
+      return
+    }
+    const files = cacheFiles(this.#config, image.entry)
+    const finalPath = wholeIsoPath(this.#config, image.entry)
+    // The content id the image was served under stays its name, whatever the file is called.
+    await saveContentId(join(this.#config.dataDir, contentIdFileName(image.entry)), blocks.path, blocks.contentId)
+    blocks.finish()
+    await rename(blocks.path, finalPath)
+    await unlink(files.record).catch(() => {})
+    await syncDirectory(this.#config.dataDir)
+    this.#log.info({ image: key, bytes: blocks.size }, 'OS image complete; it stands under its upstream name')
   }
 
   /** Resolves when every image is ready or has failed at least once (for tests and startup logs). */
@@ -154,6 +269,7 @@ export class ImageStore {
     this.#abort.abort(new Error('image store closing'))
     await Promise.allSettled(this.#tasks)
     await this.#checking
+    this.#filler?.wake()
     const closing = [...this.#retired].map(([timer, image]) => { clearTimeout(timer); return closeImage(image) })
     this.#retired.clear()
     for (const state of this.#states.values()) if (state.status === 'ready') closing.push(closeImage(state.image))
@@ -176,11 +292,15 @@ export class ImageStore {
     for (const [key, state] of this.#states) {
       if (this.#closed || state.status !== 'ready') continue
       const { identity } = state.image.iso
+      const changedAtOrigin = this.#changedAtOrigin.delete(key)
       const now = await stat(identity.path).catch(() => undefined)
-      if (now === undefined) continue
-      if (now.ino === identity.ino && now.dev === identity.dev && now.size === identity.size && now.mtimeMs === identity.mtimeMs) continue
-      if (this.#failedReplacements.get(key) === `${now.ino}:${now.size}:${now.mtimeMs}`) continue
-      this.#log.info({ image: key }, 'OS image file replaced; preparing the new one')
+      if (now === undefined && !changedAtOrigin) continue
+      // A block cache is written as blocks arrive: its inode, not its mtime, says whether it is the same file.
+      const same = now !== undefined && now.ino === identity.ino && now.dev === identity.dev && now.size === identity.size &&
+        (now.mtimeMs === identity.mtimeMs || state.image.iso.gate !== undefined)
+      if (same && !changedAtOrigin) continue
+      if (now !== undefined && !changedAtOrigin && this.#failedReplacements.get(key) === `${now.ino}:${now.size}:${now.mtimeMs}`) continue
+      this.#log.info({ image: key }, changedAtOrigin ? 'OS image changed at its origin; preparing it again' : 'OS image file replaced; preparing the new one')
       let image: PreparedImage
       try {
         image = await this.#preparer.prepare(state.image.entry, key)
@@ -190,7 +310,8 @@ export class ImageStore {
           this.#log.info({ image: key, error: (err as Error).message }, 'the replaced OS image file is not ready here yet; serving the previous one')
           continue
         }
-        this.#failedReplacements.set(key, `${now.ino}:${now.size}:${now.mtimeMs}`)
+        if (changedAtOrigin) this.#changedAtOrigin.add(key)
+        else if (now !== undefined) this.#failedReplacements.set(key, `${now.ino}:${now.size}:${now.mtimeMs}`)
         this.#log.error({ image: key, error: (err as Error).message }, 'the replaced OS image file cannot be served; serving the previous one')
         continue
       }
@@ -220,6 +341,8 @@ export class ImageStore {
       keep.add(nmstatectlFileName(entry))
       keep.add(nmstateArchiveFileName(entry))
       keep.add(contentIdFileName(entry))
+      keep.add(blockCacheFileName(entry))
+      keep.add(blockRecordFileName(entry))
     }
     for (const name of await readdir(this.#config.dataDir)) {
       if (keep.has(name)) continue
@@ -246,6 +369,7 @@ export class ImageStore {
         if (this.#closed) { await closeImage(image); return }
         this.#setState(key, { status: 'ready', image })
         this.#log.info({ image: key }, 'OS image ready')
+        this.#filler?.wake()
         return
       } catch (err) {
         if (this.#closed) return
@@ -274,4 +398,5 @@ export class ImageStore {
 async function closeImage (image: PreparedImage): Promise<void> {
   await image.iso.close()
   await image.pool.close()
+  await image.blocks?.close()
 }

@@ -11,7 +11,7 @@ import { findNmstatectl, openLiveRootfs } from '../rootfs/index.ts'
  * physical root that keeps the binary inside its deployment.
  */
 export async function extractNmstatectl (rootfs: FileRange): Promise<Buffer> {
-  const fs = await openLiveRootfs(rootfs.path, rootfs.offset, rootfs.length)
+  const fs = await openLiveRootfs(rootfs.path, rootfs.offset, rootfs.length, rootfs.gate)
   try {
     return (await findNmstatectl(fs)).data
   } finally {

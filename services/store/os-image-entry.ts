@@ -154,6 +154,16 @@ export function isoFileName (entry: Pick<OsImageEntry, 'version' | 'cpuArchitect
 }
 
 /** The ISO's content id (sha256, with the size and mtime it describes) beside it in DATA_DIR. */
+/** The sparse file an image read from its origin is cached in, until it is complete and renamed to `isoFileName`. */
+export function blockCacheFileName (entry: Pick<OsImageEntry, 'type' | 'version' | 'cpuArchitecture'>): string {
+  return `${isoFileName(entry)}.blocks`
+}
+
+/** Which blocks of the cache file are present. */
+export function blockRecordFileName (entry: Pick<OsImageEntry, 'type' | 'version' | 'cpuArchitecture'>): string {
+  return `${isoFileName(entry)}.blocks.record`
+}
+
 export function contentIdFileName (entry: Pick<OsImageEntry, 'type' | 'version' | 'cpuArchitecture'>): string {
   return `${isoFileName(entry)}.sha256`
 }

@@ -3,6 +3,7 @@ import type { FilePool } from '../compose/file-pool.ts'
 import type { IsoKind, IsoTemplate } from '../coreos/customize.ts'
 import type { BootArtifacts } from '../coreos/pxe.ts'
 import type { IsoImage } from '../iso9660/reader.ts'
+import type { BlockCache } from '../origin/block-cache.ts'
 import type { DownloadLog } from './download.ts'
 import type { OsImageEntry } from './os-image-entry.ts'
 
@@ -18,6 +19,14 @@ export interface StoreConfig {
   osImageDownloadCaFile?: string
   insecureSkipVerify: boolean
   proxy: { http?: string, https?: string, noProxy?: string }
+  /** How images are had: read from the origin by blocks and filled behind (default), by blocks only, or whole first. */
+  osImagesFetch?: 'lazy' | 'on-demand' | 'eager'
+  /** Whole downloads and background fills at once (default 2). */
+  osImagesParallelDownloads?: number
+  /** Bytes every block cache may hold together; unset: no budget. */
+  osImagesCacheMaxBytes?: number | undefined
+  /** Seconds a read waits for absent bytes (default 30). */
+  osImagesFetchTimeoutSeconds?: number
 }
 
 export interface StoreLog extends DownloadLog {
@@ -31,7 +40,6 @@ export interface StoreMetrics {
 }
 
 export interface StoreTiming {
-  parallelDownloads: number
   downloadAttempts: number
   downloadBackoffMs: number
   retryBaseMs: number
@@ -64,6 +72,8 @@ export interface PreparedImage {
   nmstateError?: string
   lastModified: Date
   pool: FilePool
+  /** The block cache this process fetches the ISO into, when it is read from its origin by blocks (the leader's only). */
+  blocks?: BlockCache
 }
 
 /**
@@ -81,4 +91,8 @@ export interface StoreFollower {
   refusal (key: string): string | undefined
   /** Calls `listener` with the images every process can serve, whenever that changes. */
   onServing (listener: (keys: ReadonlySet<string>) => void): void
+  /** Has the leader fetch bytes of an image's block cache (the file with this inode) into it; resolves once they are there. */
+  askForBytes (key: string, inode: number, offset: number, length: number, readAhead: number): Promise<void>
+  /** `listener` is asked, when the leader is to evict blocks of that cache, which of them this process holds. */
+  onEvicting (key: string, inode: number, listener: (blocks: number[]) => number[]): void
 }

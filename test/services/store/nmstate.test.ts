@@ -125,7 +125,15 @@ t.test('before 4.18 nmstatectl is not looked for', async t => {
 
 /** A worker's view of a primary that has every image ready, and says why one has no nmstatectl. */
 function followerOf (nmstateErrors: Record<string, string> = {}): StoreFollower {
-  return { ready: async () => {}, reportPrepared: () => {}, nmstateError: key => nmstateErrors[key], refusal: () => undefined, onServing: () => {} }
+  return {
+    ready: async () => {},
+    reportPrepared: () => {},
+    nmstateError: key => nmstateErrors[key],
+    refusal: () => undefined,
+    onServing: () => {},
+    askForBytes: async () => { throw new Error('this primary keeps whole files only') },
+    onEvicting: () => {}
+  }
 }
 
 const CPU_WORK = ['nmstatectl extracted from the live rootfs', 'nmstatectl archive compressed']

@@ -1,0 +1,199 @@
+// OS images read from their origin on demand (OS_IMAGES_FETCH), against a real nginx origin on 127.0.0.1:
+// ready before the images are fetched, the same bytes as an eager instance, a restart that keeps the cache,
+// an origin that stops and comes back, a file replaced at the origin, the background fill and the budget.
+import t, { type Test } from 'tap'
+import { createHash } from 'node:crypto'
+import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, statSync } from 'node:fs'
+import { join } from 'node:path'
+import { startFakeAssisted } from '../fixtures/fake-assisted.ts'
+import { startNginxOrigin, type NginxOrigin } from '../fixtures/nginx-origin.ts'
+import { routeIsos, X86_VERSION } from '../fixtures/service.ts'
+import { missingTools } from '../fixtures/tools.ts'
+import { listen } from '../helper.ts'
+import type { Env } from '../../services/config.ts'
+
+const ID = '7c1d2e3f-4a5b-4c6d-8e9f-0a1b2c3d4e5f'
+const IGNITION = Buffer.from('{"ignition":{"version":"3.2.0"},"storage":{"files":[]}}')
+const RANGE = 256 << 10
+const skip = missingTools('nginx') || false
+
+interface Fixture { origin: NginxOrigin, isoPath: string, sha256: string, upstreamHost: string }
+
+async function fixture (t: Test, limitRate?: string): Promise<Fixture> {
+  const dir = join(t.testdir(), 'origin')
+  const isos = await routeIsos(join(dir, 'isos'))
+  mkdirSync(join(dir, 'www'), { recursive: true })
+  const isoPath = join(dir, 'www', 'rhcos.iso')
+  copyFileSync(isos.x86, isoPath)
+  const origin = await startNginxOrigin(t, { root: join(dir, 'www'), ...(limitRate !== undefined ? { limitRate } : {}) })
+  const upstream = await startFakeAssisted(t, { [ID]: { ignition: IGNITION } })
+  return { origin, isoPath, sha256: sha256(readFileSync(isoPath)), upstreamHost: upstream.host }
+}
+
+function sha256 (bytes: Buffer): string { return createHash('sha256').update(bytes).digest('hex') }
+
+async function service (t: Test, f: Fixture, dataDir: string, env: Env = {}, { withSha256 = true } = {}) {
+  const osImages = [{ openshift_version: '4.18', cpu_architecture: 'x86_64', url: `${f.origin.url}/rhcos.iso`, version: X86_VERSION, ...(withSha256 ? { sha256: f.sha256 } : {}) }]
+  const started = await listen(t, {
+    OS_IMAGES: JSON.stringify(osImages),
+    ASSISTED_SERVICE_HOST: f.upstreamHost,
+    DATA_DIR: dataDir,
+    MAX_EVENT_LOOP_DELAY_MS: '0',
+    OS_IMAGES_FETCH: 'on-demand',
+    ...env
+  })
+  await started.fastify.imageStore.settled()
+  return started
+}
+
+/** Bytes of the origin's access log that were block fetches (206s). */
+function originBytes (origin: NginxOrigin): number {
+  return origin.accessLog().filter(r => r.status === 206).reduce((n, r) => n + r.bytes, 0)
+}
+
+/** A BMC's read: HEAD, then every 256 KiB range once, shuffled; the bytes put back in order. */
+async function bmcRead (url: string): Promise<{ bytes: Buffer, etag: string }> {
+  const head = await fetch(url, { method: 'HEAD' })
+  const size = Number(head.headers.get('content-length'))
+  const starts = Array.from({ length: Math.ceil(size / RANGE) }, (_, i) => i * RANGE)
+  for (let i = starts.length - 1; i > 0; i--) { const j = Math.floor(Math.random() * (i + 1)); [starts[i], starts[j]] = [starts[j]!, starts[i]!] }
+  const bytes = Buffer.alloc(size)
+  for (let i = 0; i < starts.length; i += 4) {
+    await Promise.all(starts.slice(i, i + 4).map(async start => {
+      const end = Math.min(size, start + RANGE) - 1
+      const res = await fetch(url, { headers: { range: `bytes=${start}-${end}` } })
+      if (res.status !== 206) throw new Error(`range ${start}-${end}: ${res.status}`)
+      Buffer.from(await res.arrayBuffer()).copy(bytes, start)
+    }))
+  }
+  return { bytes, etag: head.headers.get('etag') ?? '' }
+}
+
+async function body (url: string): Promise<Buffer> {
+  const res = await fetch(url)
+  if (res.status !== 200) throw new Error(`${url}: ${res.status}`)
+  return Buffer.from(await res.arrayBuffer())
+}
+
+const pxeUrls = (base: string) => [
+  `${base}/boot-artifacts/kernel?version=${X86_VERSION}&arch=x86_64`,
+  `${base}/images/${ID}/pxe-initrd?version=${X86_VERSION}&arch=x86_64`,
+  `${base}/boot-artifacts/rootfs?version=${X86_VERSION}&arch=x86_64`
+]
+
+t.test('on demand: ready before the image is fetched; BMC and PXE reads give the eager bytes; a restart keeps the cache', { skip }, async t => {
+  const f = await fixture(t)
+  const dir = t.testdirName
+  const isoSize = statSync(f.isoPath).size
+
+  const lazy = await service(t, f, join(dir, 'lazy'))
+  t.equal((await fetch(`${lazy.url}/health`)).status, 200, 'ready')
+  const prepared = originBytes(f.origin)
+  t.ok(prepared < isoSize / 4, `preparation fetched ${prepared} of ${isoSize} bytes`)
+  t.notOk(f.origin.accessLog().some(r => r.status === 200 && r.method === 'GET'), 'the whole file was never asked for')
+  const cacheFile = join(dir, 'lazy', `rhcos-full-iso-${X86_VERSION}-x86_64.iso.blocks`)
+  t.equal(statSync(cacheFile).size, isoSize, 'the cache file has the image\'s full size')
+  t.ok(statSync(cacheFile).blocks * 512 < isoSize / 4, 'and is sparse')
+
+  const eager = await service(t, f, join(dir, 'eager'), { OS_IMAGES_FETCH: 'eager' })
+  const minimal = (base: string) => `${base}/byid/${ID}/${X86_VERSION}/x86_64/minimal.iso`
+  const beforeBmc = originBytes(f.origin)
+  const cold = await bmcRead(minimal(lazy.url))
+  const reference = await bmcRead(minimal(eager.url))
+  t.ok(cold.bytes.equals(reference.bytes), 'a cold BMC read of the minimal ISO gives the eager instance\'s bytes')
+  t.equal(cold.etag, reference.etag, 'and the same ETag (the entry\'s sha256 names the bytes)')
+  const fetched = originBytes(f.origin) - beforeBmc
+  t.ok(fetched <= cold.bytes.length * 1.1, `the origin sent ${fetched} bytes for a ${cold.bytes.length}-byte minimal ISO`)
+
+  for (const [i, url] of pxeUrls(lazy.url).entries()) {
+    t.ok((await body(url)).equals(await body(pxeUrls(eager.url)[i]!)), `PXE download ${i} matches the eager instance`)
+  }
+  const full = await body(`${lazy.url}/byid/${ID}/${X86_VERSION}/x86_64/full.iso`)
+  t.ok(full.equals(await body(`${eager.url}/byid/${ID}/${X86_VERSION}/x86_64/full.iso`)), 'a full ISO download matches too')
+
+  // A restart finds its blocks: nothing is fetched twice.
+  const fetchesBefore = f.origin.accessLog().filter(r => r.status === 206).length
+  await lazy.fastify.close()
+  const again = await service(t, f, join(dir, 'lazy'))
+  t.ok((await bmcRead(minimal(again.url))).bytes.equals(reference.bytes), 'after a restart, the same bytes')
+  const refetched = f.origin.accessLog().filter(r => r.status === 206).slice(fetchesBefore).filter(r => r.range !== 'bytes=0-0')
+  t.same(refetched, [], 'and no block fetched again (only the probe of the origin)')
+})
+
+t.test('origin down: cached bytes still serve, absent ones fail within the bound with 503, and it recovers', { skip }, async t => {
+  const f = await fixture(t)
+  const dir = t.testdirName
+  const lazy = await service(t, f, join(dir, 'data'), { OS_IMAGES_FETCH_TIMEOUT: '2' })
+  const iso = `${lazy.url}/byid/${ID}/${X86_VERSION}/x86_64/full.iso`
+  const warm = await fetch(iso, { headers: { range: 'bytes=0-1048575' } })
+  t.equal(warm.status, 206)
+  const warmBytes = Buffer.from(await warm.arrayBuffer())
+  await f.origin.stop()
+
+  const cached = await fetch(iso, { headers: { range: 'bytes=0-1048575' } })
+  t.equal(cached.status, 206, 'cached bytes serve while the origin is down')
+  t.ok(Buffer.from(await cached.arrayBuffer()).equals(warmBytes))
+  const size = statSync(f.isoPath).size
+  const started = Date.now()
+  const absent = await fetch(iso, { headers: { range: `bytes=${size - 3 * 1048576}-${size - 2 * 1048576}` } })
+  t.equal(absent.status, 503, 'absent bytes: 503 before the response starts')
+  t.ok(Number(absent.headers.get('retry-after')) > 0, 'with Retry-After')
+  t.match(await absent.json(), { code: 'IMG_ORIGIN_UNAVAILABLE' })
+  t.ok(Date.now() - started < 10_000, `within the bound (${Date.now() - started} ms)`)
+  t.equal((await fetch(`${lazy.url}/health`)).status, 200, 'the image stays ready')
+
+  await f.origin.start()
+  const back = await fetch(iso, { headers: { range: `bytes=${size - 3 * 1048576}-${size - 2 * 1048576}` } })
+  t.equal(back.status, 206, 'the origin is back: the range serves')
+  t.ok(Buffer.from(await back.arrayBuffer()).equals(readFileSync(f.isoPath).subarray(size - 3 * 1048576, size - 2 * 1048576 + 1)))
+})
+
+t.test('lazy: the image fills in the background, is checked, and stands under its upstream name', { skip }, async t => {
+  const f = await fixture(t)
+  const dir = t.testdirName
+  const data = join(dir, 'data')
+  const lazy = await service(t, f, data, { OS_IMAGES_FETCH: 'lazy' })
+  const etag = (await fetch(`${lazy.url}/byid/${ID}/${X86_VERSION}/x86_64/full.iso`, { method: 'HEAD' })).headers.get('etag')
+  const whole = join(data, `rhcos-full-iso-${X86_VERSION}-x86_64.iso`)
+  for (let i = 0; i < 300 && !existsSync(whole); i++) await new Promise(resolve => setTimeout(resolve, 100))
+  t.ok(existsSync(whole), 'the filled image took its upstream name')
+  t.notOk(existsSync(`${whole}.blocks`), 'the cache file is gone (renamed)')
+  t.notOk(existsSync(`${whole}.blocks.record`), 'and its record')
+  t.equal(sha256(readFileSync(whole)), f.sha256, 'its bytes are the origin\'s')
+  t.equal((await fetch(`${lazy.url}/byid/${ID}/${X86_VERSION}/x86_64/full.iso`, { method: 'HEAD' })).headers.get('etag'), etag, 'the ETag did not change')
+  const fetches = f.origin.accessLog().filter(r => r.status === 206 && r.range !== 'bytes=0-0').map(r => r.range)
+  t.equal(new Set(fetches).size, fetches.length, 'no block fetched twice')
+
+  await lazy.fastify.close()
+  const before = f.origin.accessLog().length
+  const again = await service(t, f, data, { OS_IMAGES_FETCH: 'lazy' })
+  t.equal((await fetch(`${again.url}/health`)).status, 200)
+  t.equal(f.origin.accessLog().length, before, 'a later start finds the image whole and asks the origin nothing')
+})
+
+t.test('an image replaced at its origin is prepared again; no response mixes the two', { skip }, async t => {
+  const f = await fixture(t)
+  const dir = t.testdirName
+  const lazy = await service(t, f, join(dir, 'data'), { OS_IMAGES_FETCH_TIMEOUT: '5' }, { withSha256: false })
+  const iso = `${lazy.url}/byid/${ID}/${X86_VERSION}/x86_64/full.iso`
+  const first = await fetch(iso, { headers: { range: 'bytes=0-1048575' } })
+  const oldEtag = first.headers.get('etag')
+  await first.arrayBuffer()
+  // A new file at the origin, of another size: the validators change.
+  const replacement = `${f.isoPath}.new`
+  copyFileSync(f.isoPath, replacement)
+  const { truncateSync } = await import('node:fs')
+  truncateSync(replacement, statSync(f.isoPath).size + 2048)
+  renameSync(replacement, f.isoPath)
+  const size = statSync(f.isoPath).size - 2048
+  const absent = await fetch(iso, { headers: { range: `bytes=${size - 2 * 1048576}-${size - 1048576}` } })
+  t.equal(absent.status, 503, 'a range of the old image that is not cached cannot be had: 503')
+  t.match(await absent.json(), { code: 'IMG_ORIGIN_CHANGED' })
+  let swapped = false
+  for (let i = 0; i < 100 && !swapped; i++) {
+    const head = await fetch(iso, { method: 'HEAD' })
+    swapped = head.status === 200 && head.headers.get('etag') !== oldEtag
+    if (!swapped) await new Promise(resolve => setTimeout(resolve, 100))
+  }
+  t.ok(swapped, 'the image was prepared again from the new file: a new ETag')
+})
