@@ -23,6 +23,8 @@ const DEMAND_FETCHES = 8
 /** Background fill's fetches in flight per image. */
 const FILL_FETCHES = 2
 const FETCH_ATTEMPTS = 4
+/** What a full disk makes the caches give back at once, so that the next writes do not each hit ENOSPC. */
+const ROOM_ON_FULL_DISK = 64 << 20
 const RETRY = { baseMs: 250, maxMs: 4000, jitter: 0.5 }
 
 export type FetchOutcome = 'ok' | 'retried' | 'failed' | 'changed'
@@ -164,7 +166,7 @@ export class BlockCache implements ByteGate {
       while (!signal.aborted && this.#changed === undefined && more()) {
         while (next < this.#state.length && this.#state[next] === PRESENT) next++
         if (next >= this.#state.length) return
-        await this.#want(next++)
+        await this.#want(next++, 'fill')
       }
     }
     await Promise.all(Array.from({ length: FILL_FETCHES }, worker))
@@ -233,18 +235,22 @@ export class BlockCache implements ByteGate {
     await this.#handle.close()
   }
 
-  /** The block's fetch, started unless it runs already; after an eviction of it has finished. */
-  #want (block: number): Promise<void> {
+  /**
+   * The block's fetch, started unless it runs already; after an eviction of it
+   * has finished. Only what a host reads may evict to make room on a full disk:
+   * a fill that did would evict what it filled a moment before, for ever.
+   */
+  #want (block: number, purpose: 'read' | 'fill' = 'read'): Promise<void> {
     const running = this.#fetching.get(block)
     if (running !== undefined) return running
     const evicting = this.#evicting.get(block)
-    if (evicting !== undefined) return evicting.then(() => this.#state[block] === PRESENT ? undefined : this.#want(block))
-    const fetching = this.#fetch(block).finally(() => this.#fetching.delete(block))
+    if (evicting !== undefined) return evicting.then(() => this.#state[block] === PRESENT ? undefined : this.#want(block, purpose))
+    const fetching = this.#fetch(block, purpose).finally(() => this.#fetching.delete(block))
     this.#fetching.set(block, fetching)
     return fetching
   }
 
-  async #fetch (block: number): Promise<void> {
+  async #fetch (block: number, purpose: 'read' | 'fill'): Promise<void> {
     const release = await this.#demand.acquire(this.#abort.signal)
     try {
       const start = block * this.blockSize
@@ -271,7 +277,7 @@ export class BlockCache implements ByteGate {
         }
         this.#options.metrics?.fetchEnded('ok', (performance.now() - started) / 1000)
         this.#options.metrics?.fetched(bytes.length)
-        await this.#store(block, bytes)
+        await this.#store(block, bytes, purpose)
         return
       }
     } finally {
@@ -280,7 +286,7 @@ export class BlockCache implements ByteGate {
   }
 
   /** Writes a block, syncs it, then records it: only then may anyone read it. */
-  async #store (block: number, bytes: Buffer): Promise<void> {
+  async #store (block: number, bytes: Buffer, purpose: 'read' | 'fill'): Promise<void> {
     const budget = this.#options.budget
     const releaseRoom = await budget?.reserve(this, bytes.length)
     try {
@@ -291,9 +297,11 @@ export class BlockCache implements ByteGate {
         // A full disk costs a block, never the cache: make room and try once more.
         if (!this.#noSpaceLogged) {
           this.#noSpaceLogged = true
-          this.#options.log.error({ image: this.key, file: this.path }, 'no space left for the OS image cache; evicting blocks to make room')
+          this.#options.log.error({ image: this.key, file: this.path }, 'no space left in DATA_DIR for the OS image cache: blocks are evicted to make room for what hosts read')
         }
-        if (budget === undefined || await budget.makeRoom(this, 64 * this.blockSize) === 0) throw new OriginUnavailable('no space left in DATA_DIR for the image cache')
+        if (purpose === 'fill' || budget === undefined || await budget.makeRoom(this, ROOM_ON_FULL_DISK) === 0) {
+          throw new OriginUnavailable('no space left in DATA_DIR for the image cache')
+        }
         await this.#write(block, bytes).catch((again: unknown) => { throw new OriginUnavailable(`cannot write the image cache: ${(again as Error).message}`) })
       }
       await this.#record.markPresent([block])
@@ -307,7 +315,12 @@ export class BlockCache implements ByteGate {
   }
 
   async #write (block: number, bytes: Buffer): Promise<void> {
-    await this.#handle.write(bytes, 0, bytes.length, block * this.blockSize)
+    // A filling disk may take part of a write before it says ENOSPC: the rest is written (and so refused) too.
+    for (let done = 0; done < bytes.length;) {
+      const { bytesWritten } = await this.#handle.write(bytes, done, bytes.length - done, block * this.blockSize + done)
+      if (bytesWritten === 0) throw Object.assign(new Error('no space left on device'), { code: 'ENOSPC' })
+      done += bytesWritten
+    }
     await this.#handle.datasync()
   }
 

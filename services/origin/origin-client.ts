@@ -95,9 +95,11 @@ export class OriginClient {
     this.#agents.https.destroy()
   }
 
+  /** 5xx, 429, 408: try again; 404 and 410: the file is gone (changed); any other answer fails the fetch. */
   #statusError (status: number): Error {
     if (status >= 500 || status === 429 || status === 408) return new TransientFetchError(`the origin answered HTTP ${status}`)
-    return new OriginChanged(`it answered HTTP ${status}`)
+    if (status === 404 || status === 410) return new OriginChanged(`it answered HTTP ${status}`)
+    return new Error(`the origin answered HTTP ${status}`)
   }
 
   async #request (headers: Record<string, string>, signal?: AbortSignal): Promise<{ response: Response, body: ReturnType<typeof got.stream> }> {

@@ -3,7 +3,9 @@
 // an origin that stops and comes back, a file replaced at the origin, the background fill and the budget.
 import t, { type Test } from 'tap'
 import { createHash } from 'node:crypto'
-import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, statSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { startFakeAssisted } from '../fixtures/fake-assisted.ts'
 import { startNginxOrigin, type NginxOrigin } from '../fixtures/nginx-origin.ts'
@@ -196,4 +198,101 @@ t.test('an image replaced at its origin is prepared again; no response mixes the
     if (!swapped) await new Promise(resolve => setTimeout(resolve, 100))
   }
   t.ok(swapped, 'the image was prepared again from the new file: a new ETag')
+})
+
+/** Bytes on disk of the block caches in `dir` (what the budget bounds). */
+function cachedOnDisk (dir: string): number {
+  const file = join(dir, `rhcos-full-iso-${X86_VERSION}-x86_64.iso.blocks`)
+  return existsSync(file) ? statSync(file).blocks * 512 : 0
+}
+
+t.test('the cache budget holds under reads that touch more than it', { skip }, async t => {
+  const f = await fixture(t)
+  const data = join(t.testdirName, 'data')
+  const budget = 64 << 20
+  const lazy = await service(t, f, data, { OS_IMAGES_CACHE_MAX_BYTES: '64Mi' })
+  const eager = await service(t, f, join(t.testdirName, 'eager'), { OS_IMAGES_FETCH: 'eager' })
+  const url = `${lazy.url}/byid/${ID}/${X86_VERSION}/x86_64/full.iso`
+  // The host's full ISO (its Ignition embedded), as an instance with the whole file serves it.
+  const iso = await body(`${eager.url}/byid/${ID}/${X86_VERSION}/x86_64/full.iso`)
+  t.ok(iso.length > budget, `the image (${iso.length} bytes) is larger than the budget`)
+  let largest = 0
+  const watch = setInterval(() => { largest = Math.max(largest, cachedOnDisk(data)) }, 5)
+  t.teardown(() => clearInterval(watch))
+  // Two passes over the whole image, in 4 MiB ranges: every block is fetched, evicted and fetched again.
+  for (let pass = 0; pass < 2; pass++) {
+    for (let start = 0; start < iso.length; start += 4 << 20) {
+      const end = Math.min(iso.length, start + (4 << 20)) - 1
+      const res = await fetch(url, { headers: { range: `bytes=${start}-${end}` } })
+      if (res.status !== 206) t.fail(`range ${start}-${end}: ${res.status} ${await res.text()}`)
+      else if (!Buffer.from(await res.arrayBuffer()).equals(iso.subarray(start, end + 1))) t.fail(`range ${start}-${end} differs from the origin's bytes`)
+    }
+  }
+  clearInterval(watch)
+  largest = Math.max(largest, cachedOnDisk(data))
+  // st_blocks also counts the filesystem's own extent blocks: a few KiB over what the cache holds.
+  t.ok(largest <= budget + (64 << 10), `the cache never held more than the budget on disk (at most ${largest} bytes)`)
+  const cached = Number(/^assisted_image_service_os_image_cached_bytes\{[^}]*\} (\d+)/m.exec(await (await fetch(`${lazy.url}/metrics`)).text())?.[1])
+  t.ok(cached > 0 && cached <= budget, `the cache holds ${cached} bytes, within the budget`)
+  const metrics = await (await fetch(`${lazy.url}/metrics`)).text()
+  t.ok(Number(/^assisted_image_service_os_image_cache_evicted_bytes_total (\d+)/m.exec(metrics)?.[1]) > 0, 'evictions are counted')
+  t.equal((await fetch(`${lazy.url}/health`)).status, 200, 'the image stays ready')
+})
+
+t.test('a range-less origin and file:// images are downloaded or read whole, as before, with one line saying why', { skip }, async t => {
+  const dir = join(t.testdir(), 'x')
+  const isos = await routeIsos(join(dir, 'isos'))
+  const { startMirror } = await import('../fixtures/mirror.ts')
+  const mirror = await startMirror(t, { '/rhcos.iso': { path: isos.x86, behavior: 'no-range' } })
+  const upstream = await startFakeAssisted(t, { [ID]: { ignition: IGNITION } })
+  const osImages = [
+    { openshift_version: '4.18', cpu_architecture: 'x86_64', url: `${mirror.url}/rhcos.iso`, version: X86_VERSION },
+    { openshift_version: '4.18', cpu_architecture: 'aarch64', url: `file://${isos.x86}`, version: X86_VERSION }
+  ]
+  const started = await listen(t, { OS_IMAGES: JSON.stringify(osImages), ASSISTED_SERVICE_HOST: upstream.host, DATA_DIR: join(dir, 'data'), MAX_EVENT_LOOP_DELAY_MS: '0' })
+  await started.fastify.imageStore.settled()
+  t.equal((await fetch(`${started.url}/health`)).status, 200)
+  const lines = started.logs.records().filter(r => r.msg === 'OS image downloaded whole: its origin cannot be read by blocks')
+  t.equal(lines.length, 1, 'one line for the range-less origin')
+  t.match(lines[0], { reason: /whole file/ })
+  t.ok(existsSync(join(dir, 'data', `rhcos-full-iso-${X86_VERSION}-x86_64.iso`)), 'downloaded whole under its upstream name')
+  t.notOk(existsSync(join(dir, 'data', `rhcos-full-iso-${X86_VERSION}-x86_64.iso.blocks`)), 'no block cache')
+  const full = await body(`${started.url}/byid/${ID}/${X86_VERSION}/aarch64/full.iso`)
+  t.equal(full.length, statSync(isos.x86).size, 'the file:// image serves in place')
+})
+
+/** Why a small tmpfs (a disk that fills) cannot be mounted here, or false. */
+function noTmpfs (): string | false {
+  const probe = mkdtempSync(join(tmpdir(), 'ais-tmpfs-'))
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', probe], { stdio: 'ignore' })
+    execFileSync('umount', [probe], { stdio: 'ignore' })
+    return false
+  } catch {
+    return 'a small tmpfs cannot be mounted here (it needs root with CAP_SYS_ADMIN)'
+  } finally {
+    rmSync(probe, { recursive: true, force: true })
+  }
+}
+
+t.test('ENOSPC in the cache directory: reads evict and go on, nothing is corrupted, one log line', { skip: skip || noTmpfs() }, async t => {
+  const f = await fixture(t)
+  const data = mkdtempSync(join(tmpdir(), 'ais-full-disk-'))
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=40m', 'tmpfs', data])
+  // While the service still holds its files, the mount goes lazily, as soon as they close.
+  t.teardown(() => {
+    try { execFileSync('umount', [data]) } catch { execFileSync('umount', ['-l', data]) }
+    rmSync(data, { recursive: true, force: true })
+  })
+  const lazy = await service(t, f, data)
+  const eager = await service(t, f, join(t.testdirName, 'eager'), { OS_IMAGES_FETCH: 'eager' })
+  const url = `${lazy.url}/byid/${ID}/${X86_VERSION}/x86_64/full.iso`
+  const iso = await body(`${eager.url}/byid/${ID}/${X86_VERSION}/x86_64/full.iso`)
+  const whole = Buffer.from(await (await fetch(url)).arrayBuffer())
+  t.equal(whole.length, iso.length, 'a full download of an image larger than the disk completes')
+  t.ok(whole.equals(iso), 'with the origin\'s bytes, not a hole\'s zeros')
+  const logged = lazy.logs.records().filter(r => String(r.msg).startsWith('no space left in DATA_DIR'))
+  t.equal(logged.length, 1, 'said once')
+  const again = Buffer.from(await (await fetch(url, { headers: { range: 'bytes=0-16777215' } })).arrayBuffer())
+  t.ok(again.equals(iso.subarray(0, 16 << 20)), 'the cache still serves the right bytes afterwards')
 })

@@ -29,7 +29,19 @@ function storeFor (t: Test, dataDir: string, osImages: OsImageEntry[], extra: Pa
   let bytes = 0
   let failures = 0
   const store = new ImageStore({
-    config: { dataDir, dataTempDir: `${dataDir}/tmp`, osImages, imageServiceBaseUrl: 'http://images.example:8080', osImagesRequestHeaders: {}, osImagesRequestQueryParams: {}, insecureSkipVerify: false, proxy: {}, ...extra },
+    // Whole downloads (OS_IMAGES_FETCH=eager); images read by blocks are test/reliability/lazy-origin.test.ts's.
+    config: {
+      dataDir,
+      dataTempDir: `${dataDir}/tmp`,
+      osImages,
+      imageServiceBaseUrl: 'http://images.example:8080',
+      osImagesRequestHeaders: {},
+      osImagesRequestQueryParams: {},
+      insecureSkipVerify: false,
+      proxy: {},
+      osImagesFetch: 'eager',
+      ...extra
+    },
     log,
     metrics: { downloadedBytes: n => { bytes += n }, downloadFailed: () => { failures++ }, readyChanged: () => {} },
     timing: FAST
