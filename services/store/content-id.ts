@@ -25,16 +25,12 @@ export interface ContentIdOptions {
   log: StoreLog
   /** The OS image key, for log lines. */
   key: string
-  /** Another process hashes: this one only reads the sidecar. */
-  follower: boolean
 }
 
-/** The ISO's sha256, from its sidecar when that still describes the file, else computed once and saved there. */
+/** The ISO's sha256, from its sidecar when that still describes the file, else computed once and saved there (by the leader). */
 export async function contentId (file: FileIdentity, sidecar: string, options: ContentIdOptions): Promise<string> {
   const saved = await savedContentId(sidecar, file)
   if (saved !== undefined) return saved
-  // Hashing a multi-GB file is CPU work a serving process must not do: the primary hashes, then says ready.
-  if (options.follower) throw new Error(`${file.path} has no content hash from the primary yet`)
   const started = performance.now()
   const sha256 = await fileSha256(file.path, file.size)
   options.log.info({ image: options.key, ms: Math.round(performance.now() - started) }, 'OS image content hashed')

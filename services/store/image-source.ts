@@ -1,4 +1,4 @@
-import { stat } from 'node:fs/promises'
+import { mkdir, readdir, rm, stat, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { BootArtifacts } from '../coreos/pxe.ts'
@@ -11,11 +11,11 @@ import { BlockRecord } from '../origin/block-record.ts'
 import type { CacheBudget } from '../origin/cache-budget.ts'
 import { openBlockCache } from '../origin/open-cache.ts'
 import { RemoteBlocks } from '../origin/remote-blocks.ts'
-import { contentId } from './content-id.ts'
+import { contentId, savedContentId } from './content-id.ts'
 import { downloadIso, openValidIso } from './iso-file.ts'
-import { preparedNmstate } from './nmstate-cache.ts'
+import { extractedNmstate, leadersNmstate } from './nmstate-cache.ts'
 import {
-  blockCacheFileName, blockRecordFileName, contentIdFileName, isoFileName, type OsImageEntry
+  blockCacheFileName, blockRecordFileName, contentIdFileName, isoFileName, nmstateArchiveFileName, nmstatectlFileName, type OsImageEntry
 } from './os-image-entry.ts'
 import type { PreparedImage, StoreConfig, StoreFollower, StoreLog, StoreMetrics, StoreTiming } from './store-types.ts'
 import { validateIso } from './validate.ts'
@@ -40,6 +40,15 @@ export interface OpenedIso {
  * what the leader left in DATA_DIR and asks the leader for absent blocks.
  */
 export interface ImageSource {
+  /**
+   * Whether this process decides about images: refuses one for good, fills
+   * caches, records a failed replacement. A follower leaves all that to the leader.
+   */
+  readonly decides: boolean
+  /** Readies DATA_DIR for this process's work, before any image is prepared. */
+  start (entries: readonly OsImageEntry[]): Promise<void>
+  /** Resolves once the image may be prepared here: with the reason, when it is refused for good. */
+  available (key: string, signal: AbortSignal): Promise<string | undefined>
   openIso (group: OsImageEntry, key: string): Promise<OpenedIso>
   nmstate (group: OsImageEntry, key: string, artifacts: BootArtifacts): Promise<Pick<PreparedImage, 'nmstateArchive' | 'nmstateError'>>
 }
@@ -73,6 +82,7 @@ export interface LeaderSourceOptions {
 
 /** The leader: a whole file in DATA_DIR when there is one, else the origin read by blocks, else a whole download. */
 export class LeaderSource implements ImageSource {
+  readonly decides = true
   readonly #options: LeaderSourceOptions
   /** Images whose origin cannot be read by ranges, said once. */
   readonly #rangeless = new Set<string>()
@@ -80,6 +90,29 @@ export class LeaderSource implements ImageSource {
   constructor (options: LeaderSourceOptions) {
     this.#options = options
   }
+
+  /** Empties the download scratch space and removes what no configured entry explains from DATA_DIR. */
+  async start (entries: readonly OsImageEntry[]): Promise<void> {
+    const { config, log } = this.#options
+    await rm(config.dataTempDir, { recursive: true, force: true })
+    await mkdir(config.dataTempDir, { recursive: true })
+    const keep = new Set(entries.flatMap(entry => [
+      isoFileName(entry), nmstatectlFileName(entry), nmstateArchiveFileName(entry), contentIdFileName(entry),
+      blockCacheFileName(entry), blockRecordFileName(entry)
+    ]))
+    for (const name of await readdir(config.dataDir)) {
+      if (keep.has(name)) continue
+      const path = join(config.dataDir, name)
+      const info = await stat(path).catch(() => undefined)
+      // Directories (demo/, tmp/, short links) belong to other parts of the service.
+      if (info?.isFile() !== true) continue
+      if (!/^(rhcos-|nmstatectl-)/.test(name) && !name.endsWith('.part')) continue
+      log.info({ file: name }, 'removing a file no configured OS image explains')
+      await unlink(path).catch(() => {})
+    }
+  }
+
+  async available (): Promise<undefined> { return undefined }
 
   async openIso (group: OsImageEntry, key: string): Promise<OpenedIso> {
     const { config, log } = this.#options
@@ -100,12 +133,12 @@ export class LeaderSource implements ImageSource {
   }
 
   async nmstate (group: OsImageEntry, key: string, artifacts: BootArtifacts): Promise<Pick<PreparedImage, 'nmstateArchive' | 'nmstateError'>> {
-    return await preparedNmstate(group, key, artifacts, { dataDir: this.#options.config.dataDir, log: this.#options.log })
+    return await extractedNmstate(group, key, artifacts, { dataDir: this.#options.config.dataDir, log: this.#options.log })
   }
 
   async #identified (path: string, iso: IsoImage, sidecar: string, key: string): Promise<OpenedIso> {
     try {
-      return { path, iso, contentId: await contentId(iso.identity, sidecar, { log: this.#options.log, key, follower: false }) }
+      return { path, iso, contentId: await contentId(iso.identity, sidecar, { log: this.#options.log, key }) }
     } catch (err) {
       await iso.close()
       throw err
@@ -162,6 +195,7 @@ export class LeaderSource implements ImageSource {
 
 /** A follower: what the leader left in DATA_DIR, a whole file or a block cache whose absent blocks the leader fetches. */
 export class FollowerSource implements ImageSource {
+  readonly decides = false
   readonly #config: StoreConfig
   readonly #log: StoreLog
   readonly #leader: StoreFollower
@@ -172,13 +206,24 @@ export class FollowerSource implements ImageSource {
     this.#leader = leader
   }
 
+  /** DATA_DIR belongs to the leader: nothing is cleaned or downloaded here. */
+  async start (): Promise<void> {}
+
+  /** Once the leader says the image is ready, or refused (for its reason). */
+  async available (key: string, signal: AbortSignal): Promise<string | undefined> {
+    await Promise.race([this.#leader.ready(key), new Promise(resolve => signal.addEventListener('abort', resolve, { once: true }))])
+    return this.#leader.refusal(key)
+  }
+
   async openIso (group: OsImageEntry, key: string): Promise<OpenedIso> {
     const path = wholeIsoPath(this.#config, group)
     const whole = await openValidIso(path, { log: this.#log, key, deleteInvalid: false })
     if (whole !== undefined) {
       try {
-        const sidecar = join(this.#config.dataDir, contentIdFileName(group))
-        return { path, iso: whole, contentId: await contentId(whole.identity, sidecar, { log: this.#log, key, follower: true }) }
+        // Hashing a multi-GB file is CPU work a serving process must not do: the leader hashes before it says ready.
+        const saved = await savedContentId(join(this.#config.dataDir, contentIdFileName(group)), whole.identity)
+        if (saved === undefined) throw new Error(`${path} has no content hash from the primary yet`)
+        return { path, iso: whole, contentId: saved }
       } catch (err) {
         await whole.close()
         throw err
@@ -200,7 +245,8 @@ export class FollowerSource implements ImageSource {
     return { path: files.cache, iso, contentId: header.contentId, gate }
   }
 
-  async nmstate (group: OsImageEntry, key: string, artifacts: BootArtifacts): Promise<Pick<PreparedImage, 'nmstateArchive' | 'nmstateError'>> {
-    return await preparedNmstate(group, key, artifacts, { dataDir: this.#config.dataDir, log: this.#log, follower: this.#leader })
+  /** The leader's nmstatectl: searching a rootfs is CPU work no serving process does, so the artifacts are not read here. */
+  async nmstate (group: OsImageEntry, key: string): Promise<Pick<PreparedImage, 'nmstateArchive' | 'nmstateError'>> {
+    return await leadersNmstate(group, key, { dataDir: this.#config.dataDir, log: this.#log, leader: this.#leader })
   }
 }

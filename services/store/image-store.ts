@@ -1,4 +1,4 @@
-import { mkdir, readdir, rename, rm, stat, unlink } from 'node:fs/promises'
+import { mkdir, rename, stat, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { MemoryMapper } from '../compose/memory-map.ts'
 import { DomainError, OriginChanged } from '../errors.ts'
@@ -12,12 +12,9 @@ import { CacheBudget } from '../origin/cache-budget.ts'
 import type { PreparedImage, StoreConfig, StoreFollower, StoreLog, StoreMetrics, StoreTiming } from './store-types.ts'
 import { ImagePreparer } from './image-preparer.ts'
 import { saveContentId } from './content-id.ts'
-import { cacheFiles, FollowerSource, LeaderSource, wholeIsoPath } from './image-source.ts'
+import { cacheFiles, FollowerSource, LeaderSource, wholeIsoPath, type ImageSource } from './image-source.ts'
 import { CacheFiller } from './cache-filler.ts'
-import {
-  blockCacheFileName, blockRecordFileName, contentIdFileName, deduplicateEntries, entryKey, findEntry, isoFileName, nmstateArchiveFileName,
-  nmstatectlFileName, type OsImageEntry, type OsImageType
-} from './os-image-entry.ts'
+import { contentIdFileName, deduplicateEntries, entryKey, findEntry, type OsImageEntry, type OsImageType } from './os-image-entry.ts'
 
 const DEFAULT_TIMING: StoreTiming = {
   downloadAttempts: 5,
@@ -77,7 +74,7 @@ export class ImageStore {
   readonly #states = new Map<string, State>()
   readonly #listeners: Array<(key: string, ready: boolean) => void> = []
   readonly #abort = new AbortController()
-  readonly #follower: StoreFollower | undefined
+  readonly #source: ImageSource
   readonly #preparer: ImagePreparer
   #tasks: Array<Promise<void>> = []
   #closed = false
@@ -106,16 +103,15 @@ export class ImageStore {
     /** Maps the image files responses stream from; unset: they are read. */
     mapper?: MemoryMapper
   }) {
-    this.#follower = options.follower
     this.#config = options.config
     this.#log = options.log
     this.#metrics = options.metrics
     this.#timing = { ...DEFAULT_TIMING, ...options.timing }
     this.#budget = new CacheBudget(this.#config.osImagesCacheMaxBytes ?? Infinity)
     const parallel = this.#config.osImagesParallelDownloads ?? 2
-    // The role is decided here, once: the preparer and everything below it never ask.
-    const source = this.#follower !== undefined
-      ? new FollowerSource(this.#config, this.#log, this.#follower)
+    // The role is decided here, once: the store, the preparer and everything below them ask the source.
+    this.#source = options.follower !== undefined
+      ? new FollowerSource(this.#config, this.#log, options.follower)
       : new LeaderSource({
         config: this.#config,
         log: this.#log,
@@ -129,8 +125,8 @@ export class ImageStore {
         onOriginChanged: key => { this.#changedAtOrigin.add(key); void this.checkReplaced() },
         signal: this.#abort.signal
       })
-    this.#preparer = new ImagePreparer({ config: this.#config, log: this.#log, source, mapper: options.mapper })
-    this.#filler = this.#follower === undefined && (this.#config.osImagesFetch ?? 'lazy') === 'lazy'
+    this.#preparer = new ImagePreparer({ config: this.#config, log: this.#log, source: this.#source, mapper: options.mapper })
+    this.#filler = this.#source.decides && (this.#config.osImagesFetch ?? 'lazy') === 'lazy'
       ? new CacheFiller({
         parallel,
         budget: this.#budget,
@@ -172,19 +168,12 @@ export class ImageStore {
 
   onChange (listener: (key: string, ready: boolean) => void): void { this.#listeners.push(listener) }
 
-  /** Cleans DATA_DIR, then prepares every image in the background. */
+  /** Readies DATA_DIR for this process's role, then prepares every image in the background. */
   async start (): Promise<void> {
     this.#identityTimer = setInterval(() => { void this.checkReplaced() }, this.#timing.identityCheckMs)
     this.#identityTimer.unref()
     await mkdir(this.#config.dataDir, { recursive: true })
-    if (this.#follower !== undefined) {
-      // DATA_DIR belongs to the leader: nothing is cleaned or downloaded here.
-      this.#tasks = this.groups.map(group => this.#prepareWithRetry(group))
-      return
-    }
-    await rm(this.#config.dataTempDir, { recursive: true, force: true })
-    await mkdir(this.#config.dataTempDir, { recursive: true })
-    await this.#cleanup()
+    await this.#source.start(this.entries)
     this.#tasks = this.groups.map(group => this.#prepareWithRetry(group))
     if (this.#filler !== undefined) this.#tasks.push(this.#filler.run())
   }
@@ -305,8 +294,8 @@ export class ImageStore {
       try {
         image = await this.#preparer.prepare(state.image.entry, key)
       } catch (err) {
-        if (this.#follower !== undefined) {
-          // The primary checks the new file (and hashes it) on its own tick: this process tries again on its next.
+        if (!this.#source.decides) {
+          // The leader checks the new file (and hashes it) on its own tick: this process tries again on its next.
           this.#log.info({ image: key, error: (err as Error).message }, 'the replaced OS image file is not ready here yet; serving the previous one')
           continue
         }
@@ -333,36 +322,10 @@ export class ImageStore {
     }
   }
 
-  /** Files in DATA_DIR that no configured entry explains are removed; configured ISOs and nmstatectl caches (binary, archive) stay. */
-  async #cleanup (): Promise<void> {
-    const keep = new Set<string>()
-    for (const entry of this.entries) {
-      keep.add(isoFileName(entry))
-      keep.add(nmstatectlFileName(entry))
-      keep.add(nmstateArchiveFileName(entry))
-      keep.add(contentIdFileName(entry))
-      keep.add(blockCacheFileName(entry))
-      keep.add(blockRecordFileName(entry))
-    }
-    for (const name of await readdir(this.#config.dataDir)) {
-      if (keep.has(name)) continue
-      const path = join(this.#config.dataDir, name)
-      const info = await stat(path).catch(() => undefined)
-      // Directories (demo/, tmp/, short links) belong to other parts of the service.
-      if (info?.isFile() !== true) continue
-      if (!/^(rhcos-|nmstatectl-)/.test(name) && !name.endsWith('.part')) continue
-      this.#log.info({ file: name }, 'removing a file no configured OS image explains')
-      await unlink(path).catch(() => {})
-    }
-  }
-
   async #prepareWithRetry (group: OsImageEntry): Promise<void> {
     const key = entryKey(group)
-    if (this.#follower !== undefined) {
-      await Promise.race([this.#follower.ready(key), new Promise(resolve => this.#abort.signal.addEventListener('abort', resolve, { once: true }))])
-      const refused = this.#follower.refusal(key)
-      if (refused !== undefined) { this.#setState(key, { status: 'refused', error: refused }); return }
-    }
+    const refused = await this.#source.available(key, this.#abort.signal)
+    if (refused !== undefined) { this.#setState(key, { status: 'refused', error: refused }); return }
     for (let failures = 0; !this.#closed; failures++) {
       try {
         const image = await this.#preparer.prepare(group, key)
@@ -374,7 +337,7 @@ export class ImageStore {
       } catch (err) {
         if (this.#closed) return
         this.#metrics?.downloadFailed()
-        if (isPermanentFailure(err) && this.#follower === undefined) {
+        if (isPermanentFailure(err) && this.#source.decides) {
           this.#log.error({ image: key, error: (err as Error).message }, 'OS image refused: it cannot be served as it is; the other images serve')
           this.#setState(key, { status: 'refused', error: (err as Error).message })
           return

@@ -10,23 +10,30 @@ import type { PreparedImage, StoreFollower, StoreLog } from './store-types.ts'
 export interface NmstateCacheOptions {
   dataDir: string
   log: StoreLog
-  /** Set in a worker: the primary extracts and caches, this process only reads DATA_DIR. */
-  follower?: Pick<StoreFollower, 'nmstateError'> | undefined
 }
 
 /** The binary, or why there is none. */
 type Nmstatectl = { binary: Buffer, error?: never } | { binary?: never, error: string }
 
 /**
- * The nmstatectl archive for an entry that needs it. A failure does not fail
- * the image: everything else of it serves, and requests that need nmstate
- * get the reason (logged once, by the process that extracts).
+ * The leader's nmstatectl archive for an entry that needs it, extracted once
+ * and cached in DATA_DIR for the followers. A failure does not fail the image:
+ * everything else of it serves, and requests that need nmstate get the reason
+ * (logged once, here).
  */
-export async function preparedNmstate (group: OsImageEntry, key: string, artifacts: BootArtifacts,
+export async function extractedNmstate (group: OsImageEntry, key: string, artifacts: BootArtifacts,
   options: NmstateCacheOptions): Promise<Pick<PreparedImage, 'nmstateArchive' | 'nmstateError'>> {
-  const found = options.follower === undefined ? await cachedNmstatectl(group, key, artifacts, options) : await leadersNmstatectl(group, key, options)
+  const found = await cachedNmstatectl(group, key, artifacts, options)
   if (found.binary === undefined) return { nmstateError: found.error }
-  return { nmstateArchive: await cachedArchive(group, key, found.binary, options) }
+  return { nmstateArchive: await cachedArchive(group, key, found.binary, { ...options, saveForFollowers: true }) }
+}
+
+/** A follower's: what the leader cached in DATA_DIR before it said the image is ready, or the leader's reason. */
+export async function leadersNmstate (group: OsImageEntry, key: string,
+  options: NmstateCacheOptions & { leader: Pick<StoreFollower, 'nmstateError'> }): Promise<Pick<PreparedImage, 'nmstateArchive' | 'nmstateError'>> {
+  const found = await leadersNmstatectl(group, key, options)
+  if (found.binary === undefined) return { nmstateError: found.error }
+  return { nmstateArchive: await cachedArchive(group, key, found.binary, { ...options, saveForFollowers: false }) }
 }
 
 /** nmstatectl from the DATA_DIR cache, else extracted from the ISO's rootfs and cached. */
@@ -54,10 +61,11 @@ async function cachedNmstatectl (group: OsImageEntry, key: string, artifacts: Bo
  * ready. Searching a rootfs is CPU work no serving process should do, so a
  * missing one stays missing, for the primary's reason.
  */
-async function leadersNmstatectl (group: OsImageEntry, key: string, { dataDir, log, follower }: NmstateCacheOptions): Promise<Nmstatectl> {
+async function leadersNmstatectl (group: OsImageEntry, key: string,
+  { dataDir, log, leader }: NmstateCacheOptions & { leader: Pick<StoreFollower, 'nmstateError'> }): Promise<Nmstatectl> {
   const binary = await readFile(join(dataDir, nmstatectlFileName(group))).catch(() => undefined)
   if (binary !== undefined && isElf(binary)) return { binary }
-  const leaders = follower?.nmstateError(key)
+  const leaders = leader.nmstateError(key)
   if (leaders !== undefined) return { error: leaders }
   log.warn({ image: key, file: nmstatectlFileName(group) }, 'the primary process left no nmstatectl in DATA_DIR')
   return { error: 'the primary process left no nmstatectl in DATA_DIR' }
@@ -68,14 +76,15 @@ async function leadersNmstatectl (group: OsImageEntry, key: string, { dataDir, l
  * binary; else compressed on the thread pool (never on a serving event
  * loop) and, by the primary, saved there for the workers.
  */
-async function cachedArchive (group: OsImageEntry, key: string, binary: Buffer, { dataDir, log, follower }: NmstateCacheOptions): Promise<Buffer> {
+async function cachedArchive (group: OsImageEntry, key: string, binary: Buffer,
+  { dataDir, log, saveForFollowers }: NmstateCacheOptions & { saveForFollowers: boolean }): Promise<Buffer> {
   const cache = join(dataDir, nmstateArchiveFileName(group))
   const cached = await readFile(cache).catch(() => undefined)
   if (cached !== undefined && await isNmstateArchiveOf(cached, binary)) return cached
   const started = performance.now()
   const archive = await nmstateArchive(binary)
   log.info({ image: key, bytes: archive.length, ms: Math.round(performance.now() - started) }, 'nmstatectl archive compressed')
-  if (follower === undefined) {
+  if (saveForFollowers) {
     // Without it the workers compress their own, off their event loops too.
     await writeAtomically(cache, archive).catch((err: unknown) => log.warn({ image: key, file: cache, error: (err as Error).message }, 'cannot cache the nmstatectl archive'))
   }

@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import { buildSyntheticIso } from '../../../services/coreos/synthetic-iso.ts'
 import { contentId, saveContentId, savedContentId } from '../../../services/store/content-id.ts'
 import { openValidIso } from '../../../services/store/iso-file.ts'
-import { preparedNmstate } from '../../../services/store/nmstate-cache.ts'
+import { extractedNmstate, leadersNmstate } from '../../../services/store/nmstate-cache.ts'
 import { isNmstateArchiveOf } from '../../../services/store/nmstate.ts'
 import { nmstateArchiveFileName, nmstatectlFileName, type OsImageEntry } from '../../../services/store/os-image-entry.ts'
 import type { StoreLog } from '../../../services/store/store-types.ts'
@@ -32,18 +32,18 @@ t.test('content id: hashed once and saved, read back while the file is unchanged
   const sidecar = join(dir, 'image.iso.sha256')
   const { log, lines } = recorder()
   t.equal(await savedContentId(sidecar, await identity(iso)), undefined, 'no sidecar yet')
-  await t.rejects(contentId(await identity(iso), sidecar, { log, key: 'k', follower: true }), /has no content hash from the primary yet/)
-  t.notOk(existsSync(sidecar), 'a follower writes nothing')
+  t.notOk(existsSync(sidecar), 'reading writes nothing')
 
-  t.equal(await contentId(await identity(iso), sidecar, { log, key: 'k', follower: false }), sha256('first content'))
+  t.equal(await contentId(await identity(iso), sidecar, { log, key: 'k' }), sha256('first content'))
   t.same(lines.map(l => l.msg), ['OS image content hashed'])
-  t.equal(await contentId(await identity(iso), sidecar, { log, key: 'k', follower: true }), sha256('first content'), 'a follower reads the sidecar')
+  t.equal(await savedContentId(sidecar, await identity(iso)), sha256('first content'), 'a follower reads the sidecar')
+  t.equal(await contentId(await identity(iso), sidecar, { log, key: 'k' }), sha256('first content'))
   t.equal(lines.length, 1, 'not hashed again')
 
   writeFileSync(iso, 'other content')
   utimesSync(iso, new Date(), new Date(Date.now() + 5000))
   t.equal(await savedContentId(sidecar, await identity(iso)), undefined, 'a sidecar of another size or mtime describes another file')
-  t.equal(await contentId(await identity(iso), sidecar, { log, key: 'k', follower: false }), sha256('other content'))
+  t.equal(await contentId(await identity(iso), sidecar, { log, key: 'k' }), sha256('other content'))
 
   writeFileSync(sidecar, JSON.stringify({ sha256: 'not a hash', ...await identity(iso) }))
   t.equal(await savedContentId(sidecar, await identity(iso)), undefined, 'a malformed hash is ignored')
@@ -79,14 +79,14 @@ t.test('nmstatectl cache: a cached ELF binary is used, and its archive saved for
   const dataDir = t.testdir()
   writeFileSync(join(dataDir, nmstatectlFileName(entry)), ELF)
   const { log, lines } = recorder()
-  const primary = await preparedNmstate(entry, 'k', noRootfs, { dataDir, log })
+  const primary = await extractedNmstate(entry, 'k', noRootfs, { dataDir, log })
   t.equal(primary.nmstateError, undefined)
   t.ok(await isNmstateArchiveOf(primary.nmstateArchive!, ELF), 'the archive holds the cached binary')
   const saved = readFileSync(join(dataDir, nmstateArchiveFileName(entry)))
   t.ok(saved.equals(primary.nmstateArchive!), 'saved in DATA_DIR')
   t.same(lines.map(l => l.msg), ['nmstatectl archive compressed'])
 
-  const worker = await preparedNmstate(entry, 'k', noRootfs, { dataDir, log, follower: { nmstateError: () => undefined } })
+  const worker = await leadersNmstate(entry, 'k', { dataDir, log, leader: { nmstateError: () => undefined } })
   t.ok(worker.nmstateArchive!.equals(saved), 'a worker takes the saved archive')
   t.equal(lines.length, 1, 'without compressing it again')
 })
@@ -95,13 +95,13 @@ t.test('nmstatectl cache: what is not an ELF binary is not used', async t => {
   const dataDir = t.testdir()
   writeFileSync(join(dataDir, nmstatectlFileName(entry)), '#!/bin/sh\n')
   const { log, lines } = recorder()
-  const primary = await preparedNmstate(entry, 'k', noRootfs, { dataDir, log })
+  const primary = await extractedNmstate(entry, 'k', noRootfs, { dataDir, log })
   t.same(primary, { nmstateError: 'the ISO has no images/pxeboot/rootfs.img' }, 'extracted again, from a rootfs this ISO lacks')
   t.same(lines.map(l => l.level), ['warn', 'error'])
 
-  t.same(await preparedNmstate(entry, 'k', noRootfs, { dataDir, log, follower: { nmstateError: () => 'no nmstatectl binary in the squashfs root filesystem' } }),
+  t.same(await leadersNmstate(entry, 'k', { dataDir, log, leader: { nmstateError: () => 'no nmstatectl binary in the squashfs root filesystem' } }),
     { nmstateError: 'no nmstatectl binary in the squashfs root filesystem' }, 'a worker gives the primary\'s reason')
-  t.same(await preparedNmstate(entry, 'k', noRootfs, { dataDir, log, follower: { nmstateError: () => undefined } }),
+  t.same(await leadersNmstate(entry, 'k', { dataDir, log, leader: { nmstateError: () => undefined } }),
     { nmstateError: 'the primary process left no nmstatectl in DATA_DIR' })
   t.notOk(existsSync(join(dataDir, nmstateArchiveFileName(entry))), 'no archive without a binary')
 })
