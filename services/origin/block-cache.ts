@@ -134,6 +134,9 @@ export class BlockCache implements ByteGate {
   get complete (): boolean { return this.#record.complete }
   /** When a read last asked for bytes (ms since the epoch; 0: never). */
   get lastServed (): number { return this.#lastServed }
+
+  /** Another process served from the cache: it counts as recently served (evicted last). */
+  served (): void { this.#lastServed = Date.now() }
   /** Why this cache no longer fetches: its origin's file changed. */
   get changed (): string | undefined { return this.#changed }
 

@@ -4,6 +4,9 @@ import { BlockHolds, blockSpan } from './block-holds.ts'
 /** Asks the process that owns the cache to have [offset, offset + length) present (and `readAhead` more fetched). */
 export type AskForBytes = (offset: number, length: number, readAhead: number) => Promise<void>
 
+/** How often a process that reads cached blocks tells the owner it still serves the image (its eviction order). */
+const SERVED_NOTICE_MS = 5000
+
 /**
  * A cache file as a serving process that does not own it sees it: the owner
  * (the cluster's primary) fetches, and tells which blocks are present; this
@@ -15,15 +18,21 @@ export class RemoteBlocks implements ByteGate {
   readonly #present: Uint8Array
   readonly #holds = new BlockHolds()
   readonly #ask: AskForBytes
+  readonly #served: () => void
+  #noticed = 0
 
-  constructor (size: number, blockSize: number, ask: AskForBytes) {
+  /** `served` tells the owner that this process served from the cache (at most every few seconds). */
+  constructor (size: number, blockSize: number, ask: AskForBytes, served: () => void = () => {}) {
     this.blockSize = blockSize
     this.#present = new Uint8Array(Math.ceil(size / blockSize))
     this.#ask = ask
+    this.#served = served
   }
 
   async acquire (offset: number, length: number, readAhead = 0): Promise<Release> {
     const { first, last } = blockSpan(offset, length, this.blockSize)
+    // Blocks read here from what this process knows never reach the owner: it would take the image for idle.
+    if (Date.now() - this.#noticed >= SERVED_NOTICE_MS) { this.#noticed = Date.now(); this.#served() }
     for (;;) {
       if (first > last) return () => {}
       let known = true

@@ -18,6 +18,8 @@ export type ClusterMessage =
   /** The primary is about to evict these blocks: each worker forgets them and names those it holds. */
   | { type: 'ais:evict-request', id: number, key: string, inode: number, blocks: number[] }
   | { type: 'ais:evict-response', id: number, held: number[] }
+  /** A worker served from the primary's block cache of `key`. */
+  | { type: 'ais:served', key: string }
 
 export function isMessage (value: unknown): value is ClusterMessage {
   return typeof value === 'object' && value !== null && typeof (value as { type?: unknown }).type === 'string' && (value as { type: string }).type.startsWith('ais:')

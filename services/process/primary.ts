@@ -94,6 +94,7 @@ export async function runPrimary (config: Config, workerEnv: Record<string, stri
     if (message.type === 'ais:prepared') { book.prepared(worker.id, message.key, message.ready); updateServing(); return }
     if (message.type === 'ais:registry-response') { scrapes.answered(worker.id, message.id, message.metrics); return }
     if (message.type === 'ais:evict-response') { evictions.answered(worker.id, message.id, message.held); return }
+    if (message.type === 'ais:served') { store.get(message.key)?.blocks?.served(); return }
     if (message.type === 'ais:bytes-request') {
       const { id } = message
       store.fetchFor(message.key, message.inode, message.offset, message.length, message.readAhead).then(

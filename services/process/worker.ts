@@ -72,6 +72,9 @@ export function followPrimary (): StoreFollower {
         process.send?.({ type: 'ais:bytes-request', id, key, inode, offset, length, readAhead } satisfies ClusterMessage)
       })
     },
+    served (key: string): void {
+      process.send?.({ type: 'ais:served', key } satisfies ClusterMessage)
+    },
     onEvicting (key: string, inode: number, listener: (blocks: number[]) => number[]): void {
       evictionListeners.set(`${key}\0${inode}`, listener)
     }

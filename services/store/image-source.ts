@@ -235,7 +235,7 @@ export class FollowerSource implements ImageSource {
     if (header === undefined || inode === undefined) throw new Error(`${path} is missing; the primary process downloads it`)
     const gate = new RemoteBlocks(header.size, header.blockSize, async (offset, length, readAhead) => {
       await this.#leader.askForBytes(key, inode, offset, length, readAhead)
-    })
+    }, () => this.#leader.served(key))
     this.#leader.onEvicting(key, inode, blocks => gate.evicting(blocks))
     const iso = await IsoImage.open(files.cache, { gate })
     if (iso.identity.ino !== inode) {

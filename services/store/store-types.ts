@@ -93,6 +93,8 @@ export interface StoreFollower {
   onServing (listener: (keys: ReadonlySet<string>) => void): void
   /** Has the leader fetch bytes of an image's block cache (the file with this inode) into it; resolves once they are there. */
   askForBytes (key: string, inode: number, offset: number, length: number, readAhead: number): Promise<void>
+  /** Tells the leader that this process served from an image's block cache (its eviction order). */
+  served (key: string): void
   /** `listener` is asked, when the leader is to evict blocks of that cache, which of them this process holds. */
   onEvicting (key: string, inode: number, listener: (blocks: number[]) => number[]): void
 }

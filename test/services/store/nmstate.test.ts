@@ -132,6 +132,7 @@ function followerOf (nmstateErrors: Record<string, string> = {}): StoreFollower 
     refusal: () => undefined,
     onServing: () => {},
     askForBytes: async () => { throw new Error('this primary keeps whole files only') },
+    served: () => {},
     onEvicting: () => {}
   }
 }
