@@ -149,13 +149,13 @@ async function writePieces (image: ComposedImage, sink: Writable, start: number,
         // about 25 to 40 ms (measured), 1 MiB ones cost no throughput.
         const size = Math.min(want, MAPPED_CHUNK)
         // Held until the socket has the slice: its block is not evicted (read as a hole: zeros) under it.
-        const held = await gate?.acquire(at, size, Math.min(READ_AHEAD, length - done - size))
+        const held = gate !== undefined ? await gate.acquire(at, size, Math.min(READ_AHEAD, length - done - size)) : undefined
         if (!file!.region.resident(at, size)) await faultIn(file!, at, size).catch((err: unknown) => { held?.(); throw err })
         chunk = file!.region.bytes.subarray(at, at + size)
         callback = sending.track(held)
       } else {
         const at = piece.offset + done
-        const held = await gate?.acquire(at, want, Math.min(READ_AHEAD, length - done - want))
+        const held = gate !== undefined ? await gate.acquire(at, want, Math.min(READ_AHEAD, length - done - want)) : undefined
         let lent: LentChunk
         try { lent = await reads.readInto(file!, at, want) } finally { held?.() }
         chunk = lent.chunk

@@ -102,8 +102,9 @@ export class BlockCache implements ByteGate {
   /** The file stands whole under the image's upstream name: nothing is evicted from it. */
   #final = false
 
-  private constructor (options: BlockCacheOptions, handle: FileHandle) {
+  private constructor (options: BlockCacheOptions, handle: FileHandle, inode: number) {
     this.#options = options
+    this.inode = inode
     this.key = options.key
     this.path = options.path
     this.#record = options.record
@@ -124,11 +125,17 @@ export class BlockCache implements ByteGate {
   }
 
   static async open (options: BlockCacheOptions): Promise<BlockCache> {
-    return new BlockCache(options, await open(options.path, 'r+'))
+    const handle = await open(options.path, 'r+')
+    try {
+      return new BlockCache(options, handle, (await handle.stat()).ino)
+    } catch (err) {
+      await handle.close()
+      throw err
+    }
   }
 
   /** The file's inode: what another process names this cache by, so it never asks for blocks of a replaced one. */
-  async inode (): Promise<number> { return (await this.#handle.stat()).ino }
+  readonly inode: number
 
   get cachedBytes (): number { return this.#cachedBytes }
   get complete (): boolean { return this.#record.complete }
@@ -207,14 +214,17 @@ export class BlockCache implements ByteGate {
       // The record forgets them (synced) before their bytes go: a set bit never stands for a hole.
       await this.#record.markAbsent(victims)
       for (const block of victims) {
-        await punch(this.#handle.fd, block * this.blockSize, this.#blockLength(block))
         this.#state[block] = ABSENT
         this.#cachedBytes -= this.#blockLength(block)
+      }
+      for (const block of victims) {
+        await punch(this.#handle.fd, block * this.blockSize, this.#blockLength(block))
         freed += this.#blockLength(block)
       }
     } finally {
+      // Blocks held elsewhere (or all of them, when the record could not be written) stay present.
       for (const block of chosen) {
-        if (this.#state[block] === EVICTING) this.#state[block] = this.#record.has(block) ? PRESENT : ABSENT
+        if (this.#state[block] === EVICTING) this.#state[block] = PRESENT
         this.#evicting.delete(block)
       }
       finish()
@@ -302,18 +312,19 @@ export class BlockCache implements ByteGate {
           this.#noSpaceLogged = true
           this.#options.log.error({ image: this.key, file: this.path }, 'no space left in DATA_DIR for the OS image cache: blocks are evicted to make room for what hosts read')
         }
-        if (purpose === 'fill' || budget === undefined || await budget.makeRoom(this, ROOM_ON_FULL_DISK) === 0) {
-          throw new OriginUnavailable('no space left in DATA_DIR for the image cache')
-        }
+        if (purpose === 'fill' || budget === undefined) throw new OriginUnavailable('no space left in DATA_DIR for the image cache')
+        // Tried again even when this eviction freed nothing: a concurrent one may have made the room.
+        await budget.makeRoom(this, ROOM_ON_FULL_DISK)
         await this.#write(block, bytes).catch((again: unknown) => { throw new OriginUnavailable(`cannot write the image cache: ${(again as Error).message}`) })
       }
       await this.#record.markPresent([block])
+      // Counted as the cache's before the reservation goes, so the budget never sees it twice or not at all.
+      if (this.#state[block] !== PRESENT) {
+        this.#state[block] = PRESENT
+        this.#cachedBytes += bytes.length
+      }
     } finally {
       releaseRoom?.()
-    }
-    if (this.#state[block] !== PRESENT) {
-      this.#state[block] = PRESENT
-      this.#cachedBytes += bytes.length
     }
   }
 

@@ -48,7 +48,7 @@ export class CacheBudget {
       // One eviction at a time: two that run together would each count the other's room as theirs.
       const turn = this.#making.then(async () => {
         const over = this.usedBytes + bytes - this.maxBytes
-        if (over > 0 && await this.makeRoom(cache, over) < over) {
+        if (over > 0 && await this.#evict(cache, over) < over) {
           throw new OriginUnavailable(`the image cache budget of ${this.maxBytes} bytes is held by responses in flight`)
         }
         this.#reserved += bytes
@@ -66,8 +66,18 @@ export class CacheBudget {
     }
   }
 
-  /** Evicts at least `bytes` if it can, from the least recently served images first (`cache` last); resolves with the bytes freed. */
+  /**
+   * Evicts at least `bytes` if it can, from the least recently served images
+   * first (`cache` last); resolves with the bytes freed, once every eviction
+   * asked for before has finished (a full disk makes several writers ask at once).
+   */
   async makeRoom (cache: BudgetedCache, bytes: number): Promise<number> {
+    const turn = this.#making.then(async () => await this.#evict(cache, bytes))
+    this.#making = turn.then(() => {}, () => {})
+    return await turn
+  }
+
+  async #evict (cache: BudgetedCache, bytes: number): Promise<number> {
     const order = [...this.#caches].filter(c => c !== cache && c.cachedBytes > 0).sort((a, b) => a.lastServed - b.lastServed)
     order.push(cache)
     let freed = 0

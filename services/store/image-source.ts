@@ -149,6 +149,7 @@ export class LeaderSource implements ImageSource {
   async #openCache (group: OsImageEntry, key: string): Promise<OpenedIso | undefined> {
     const { config, log, heldElsewhere } = this.#options
     let inode = 0
+    // The cache's inode, set once it is open: the eviction asks the other processes about that file.
     const opened = await openBlockCache({
       key,
       url: group.url,
@@ -176,7 +177,7 @@ export class LeaderSource implements ImageSource {
       return undefined
     }
     try {
-      inode = await opened.inode()
+      inode = opened.inode
       const iso = await IsoImage.open(opened.path, { gate: opened })
       try {
         validateIso(iso)

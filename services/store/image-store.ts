@@ -200,7 +200,7 @@ export class ImageStore {
    */
   async fetchFor (key: string, inode: number, offset: number, length: number, readAhead: number): Promise<void> {
     const blocks = this.get(key)?.blocks
-    if (blocks === undefined || await blocks.inode() !== inode) throw new OriginChanged('the image was prepared again; read it anew')
+    if (blocks === undefined || blocks.inode !== inode) throw new OriginChanged('the image was prepared again; read it anew')
     const release = await blocks.acquire(offset, length, readAhead)
     release()
   }
