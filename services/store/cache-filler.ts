@@ -12,6 +12,8 @@ export interface CacheFillerOptions {
   retryMs: number
   /** The images ready now. */
   images: () => PreparedImage[]
+  /** Whether every image has been tried once: filling starts after readiness, never competing with preparation. */
+  settled: () => boolean
   /** Called once an image's every block is cached. */
   complete: (image: PreparedImage) => Promise<void>
 }
@@ -59,6 +61,7 @@ export class CacheFiller {
   }
 
   #next (): PreparedImage | undefined {
+    if (!this.#options.settled()) return undefined
     const now = Date.now()
     const candidates = this.#options.images().filter(image => image.blocks !== undefined && !image.blocks.complete &&
       image.blocks.changed === undefined && !this.#filling.has(image.key) && (this.#notBefore.get(image.key) ?? 0) <= now)

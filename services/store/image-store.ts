@@ -134,6 +134,7 @@ export class ImageStore {
         signal: this.#abort.signal,
         retryMs: this.#timing.retryBaseMs,
         images: () => this.keys.map(key => this.get(key)).filter((image): image is PreparedImage => image !== undefined),
+        settled: () => this.#settled(),
         complete: async image => await this.#completed(image)
       })
       : undefined
@@ -167,6 +168,10 @@ export class ImageStore {
   allReady (): boolean { return [...this.#states.values()].every(s => s.status === 'ready') }
 
   onChange (listener: (key: string, ready: boolean) => void): void { this.#listeners.push(listener) }
+
+  #settled (): boolean {
+    return [...this.#states.values()].every(s => s.status === 'ready' || s.status === 'refused' || s.failures > 0)
+  }
 
   /** Readies DATA_DIR for this process's role, then prepares every image in the background. */
   async start (): Promise<void> {
@@ -242,7 +247,7 @@ export class ImageStore {
 
   /** Resolves when every image is ready or has failed at least once (for tests and startup logs). */
   async settled (): Promise<void> {
-    while (![...this.#states.values()].every(s => s.status === 'ready' || s.status === 'refused' || s.failures > 0)) {
+    while (!this.#settled()) {
       await new Promise(resolve => setTimeout(resolve, 20))
       if (this.#closed) return
     }
