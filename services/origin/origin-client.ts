@@ -68,8 +68,8 @@ export class OriginClient {
     return { size: Number(range[3]), validator }
   }
 
-  /** Bytes [start, end) of the file `file` describes. */
-  async fetch (file: OriginFile, start: number, end: number, signal?: AbortSignal): Promise<Buffer> {
+  /** Bytes [start, end) of the file `file` describes, read into `into` when given (a reused buffer). */
+  async fetch (file: OriginFile, start: number, end: number, signal?: AbortSignal, into?: Buffer): Promise<Buffer> {
     const condition: Record<string, string> = file.validator.startsWith('"') ? { 'if-match': file.validator } : { 'if-unmodified-since': file.validator }
     const { response, body } = await this.#request({ range: `bytes=${start}-${end - 1}`, ...condition }, signal)
     const status = response.statusCode
@@ -87,7 +87,7 @@ export class OriginClient {
       body.destroy()
       throw err
     }
-    return await readBody(body, end - start)
+    return await readBody(body, end - start, into)
   }
 
   close (): void {
@@ -134,8 +134,8 @@ function strongValidator (headers: http.IncomingHttpHeaders): string | undefined
 }
 
 /** Exactly `length` bytes of a body, into one buffer. */
-async function readBody (body: ReturnType<typeof got.stream>, length: number): Promise<Buffer> {
-  const bytes = Buffer.allocUnsafe(length)
+async function readBody (body: ReturnType<typeof got.stream>, length: number, into?: Buffer): Promise<Buffer> {
+  const bytes = into !== undefined && into.length >= length ? into.subarray(0, length) : Buffer.allocUnsafe(length)
   let at = 0
   try {
     for await (const chunk of body as AsyncIterable<Buffer>) {
