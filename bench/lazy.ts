@@ -19,6 +19,7 @@ import { buildSyntheticIso, writeSparseRootfs } from '../services/coreos/synthet
 import { IsoImage } from '../services/iso9660/reader.ts'
 import { warmCompileCache } from '../deploy/warm-compile-cache.ts'
 import { CACHE, freePort, has, line, ratio, ROOT, startProcess } from './lib.ts'
+import { childrenOf, hasExited, stopTree } from '../test/fixtures/process-tree.ts'
 
 const MIB = 2 ** 20
 const ARCH = 'x86_64'
@@ -73,63 +74,6 @@ function diskUsage (path: string): number {
   let total = st.blocks * 512
   if (st.isDirectory()) for (const name of readdirSync(path)) total += diskUsage(join(path, name))
   return total
-}
-
-/** The children of `pid` (from /proc: the cluster's workers, nginx's workers). */
-function childrenOf (pid: number): number[] {
-  return readdirSync('/proc').filter(n => /^\d+$/.test(n)).filter(n => {
-    try { return readFileSync(`/proc/${n}/stat`, 'utf8').replace(/^.*\) /, '').split(' ')[1] === String(pid) } catch { return false }
-  }).map(Number)
-}
-
-/** A process's command line, '' once it is gone. */
-function commandLine (pid: number): string {
-  try { return readFileSync(`/proc/${pid}/cmdline`, 'utf8') } catch { return '' }
-}
-
-/** Still running as the process it was (`cmdline`, as collected): not gone, not a zombie, not a recycled pid. */
-function isRunning (pid: number, cmdline: string): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3)
-    return state !== 'Z' && state !== 'X' && commandLine(pid) === cmdline
-  } catch {
-    return false
-  }
-}
-
-function hasExited (child: ChildProcess): boolean {
-  return child.exitCode !== null || child.signalCode !== null
-}
-
-async function exitsWithin (child: ChildProcess, ms: number): Promise<boolean> {
-  if (hasExited(child)) return true
-  let timer: NodeJS.Timeout | undefined
-  const exited = await Promise.race([
-    new Promise<boolean>(resolve => child.once('exit', () => resolve(true))),
-    new Promise<boolean>(resolve => { timer = setTimeout(() => resolve(false), ms) })
-  ])
-  clearTimeout(timer)
-  return exited
-}
-
-/**
- * Stops a process and its children: `signal` to the parent, then SIGKILL to whatever of the tree is left after
- * `graceMs`. Its children are collected first: once the parent is gone they belong to init.
- */
-async function stopTree (child: ChildProcess, signal: NodeJS.Signals, graceMs: number): Promise<void> {
-  if (hasExited(child)) return
-  const tree = new Map(childrenOf(child.pid!).map(pid => [pid, commandLine(pid)]))
-  child.kill(signal)
-  if (!await exitsWithin(child, graceMs)) {
-    for (const pid of childrenOf(child.pid!)) tree.set(pid, commandLine(pid))
-    child.kill('SIGKILL')
-    await exitsWithin(child, 5_000)
-  }
-  const running = (): Array<[number, string]> => [...tree].filter(([pid, cmdline]) => isRunning(pid, cmdline))
-  const deadline = Date.now() + 5_000
-  while (running().length > 0 && Date.now() < deadline) await sleep(50)
-  for (const [pid] of running()) try { process.kill(pid, 'SIGKILL') } catch { /* gone */ }
 }
 
 /** Every process this section started, for a Ctrl-C. */
@@ -297,7 +241,8 @@ async function startService ({ work, originUrl, compileCache }: Setup, name: str
   const base = `http://127.0.0.1:${port}`
   const osImages = images.map(i => ({ openshift_version: '4.18', cpu_architecture: ARCH, url: `${originUrl}/${originFile(i)}`, version: version(i) }))
   const startedAt = performance.now()
-  const child = startProcess(process.execPath, [`${ROOT}server.ts`], {
+  // As the image runs it: the primary's young generation capped like the workers'.
+  const child = startProcess(process.execPath, ['--max-semi-space-size=2', `${ROOT}server.ts`], {
     LISTEN_PORT: String(port),
     DATA_DIR: dataDir,
     WORKERS: '2',

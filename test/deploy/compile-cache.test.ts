@@ -78,7 +78,7 @@ t.test('warmed as uid 1001, then used as 1001 and as an arbitrary UID', { skip }
         DATA_DIR: dataDir,
         WORKERS: '2',
         LOG_LEVEL: 'warn'
-      }, dir, { execArgv: [`--import=${PRELOAD}`], uid, gid: 0 })
+      }, dir, { execArgv: ['--max-semi-space-size=2', `--import=${PRELOAD}`], uid, gid: 0 })
       t.equal(await untilHealthy(server), 200, 'healthy')
       t.ok((await fetch(`${server.base}/live`)).ok)
       server.child.kill('SIGTERM')

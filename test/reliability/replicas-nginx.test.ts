@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url'
 import { routeIsos, X86_VERSION } from '../fixtures/service.ts'
 import { missingTools } from '../fixtures/tools.ts'
 import { freePort } from '../helper.ts'
+import { stopTree } from '../fixtures/process-tree.ts'
 
 const SERVER = fileURLToPath(new URL('../../server.ts', import.meta.url))
 const ID = '0b9f3a56-2d1e-4c8a-9f1b-3e5d7c9a1b2c'
@@ -18,11 +19,8 @@ const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms))
 function start (t: Test, command: string, args: string[], env: Record<string, string> = {}): ChildProcess {
   const child = spawn(command, args, { env: { PATH: process.env.PATH!, ...env }, stdio: ['ignore', 'ignore', 'pipe'] })
   child.stderr!.on('data', () => {})
-  t.teardown(async () => {
-    if (child.exitCode !== null || child.signalCode !== null) return
-    child.kill('SIGKILL')
-    await new Promise(resolve => child.once('exit', resolve))
-  })
+  // nginx's master must take its workers and cache manager with it: SIGKILL to it alone left them behind.
+  t.teardown(() => stopTree(child, 'SIGTERM', 5_000))
   return child
 }
 
