@@ -12,14 +12,13 @@ import {
   rmSync, statSync, utimesSync, writeFileSync, writeSync
 } from 'node:fs'
 import http from 'node:http'
-import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { buildSyntheticIso, writeSparseRootfs } from '../services/coreos/synthetic-iso.ts'
 import { IsoImage } from '../services/iso9660/reader.ts'
 import { warmCompileCache } from '../deploy/warm-compile-cache.ts'
 import { CACHE, freePort, has, line, ratio, ROOT, startProcess } from './lib.ts'
-import { childrenOf, hasExited, stopTree } from '../test/fixtures/process-tree.ts'
+import { childrenOf, hasExited, portAnswers, stopTree } from '../test/fixtures/process-tree.ts'
 
 const MIB = 2 ** 20
 const ARCH = 'x86_64'
@@ -97,15 +96,6 @@ interface Origin {
   stop: () => Promise<void>
 }
 
-function answers (port: number): Promise<boolean> {
-  return new Promise(resolve => {
-    const socket = connect(port, '127.0.0.1')
-    socket.setTimeout(1_000, () => { socket.destroy(); resolve(false) })
-    socket.once('connect', () => { socket.destroy(); resolve(true) })
-    socket.once('error', () => resolve(false))
-  })
-}
-
 async function startOrigin (dir: string, root: string, rate: string): Promise<Origin> {
   mkdirSync(dir, { recursive: true })
   const port = await freePort()
@@ -138,7 +128,7 @@ http {
   const pidFile = join(dir, 'nginx.pid')
   const deadline = Date.now() + 10_000
   // nginx writes its pid file once it holds its sockets: before that, the port may answer for another process.
-  while (!existsSync(pidFile) || Number(readFileSync(pidFile, 'utf8').trim()) !== child.pid || !await answers(port)) {
+  while (!existsSync(pidFile) || Number(readFileSync(pidFile, 'utf8').trim()) !== child.pid || !await portAnswers(port)) {
     if (hasExited(child) || Date.now() > deadline) {
       await stopTree(child, 'SIGTERM', 5_000)
       throw new Error(`nginx did not start: ${stderr}${existsSync(join(dir, 'error.log')) ? readFileSync(join(dir, 'error.log'), 'utf8').slice(-2_000) : ''}`)
