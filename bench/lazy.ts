@@ -113,7 +113,9 @@ http {
   access_log ${dir}/access.log origin;
   sendfile on;
   server {
-    listen 127.0.0.1:${port};
+    # limit_rate delays a response only once the socket's buffer is full: loopback's is megabytes, so without a small
+    # send buffer 1 MiB ranges would escape the rate that a whole-file download keeps.
+    listen 127.0.0.1:${port} sndbuf=64k;
     root ${root};
     limit_rate ${rate};
   }

@@ -1,5 +1,5 @@
 import { open, type FileHandle } from 'node:fs/promises'
-import { OriginChanged, OriginUnavailable } from '../errors.ts'
+import { OriginChanged, OriginUnavailable, type DomainError } from '../errors.ts'
 import { ConcurrencyLimiter } from '../http/limiter.ts'
 import { backoffDelay, sleep } from '../io/backoff.ts'
 import type { ByteGate, Release } from '../io/byte-gate.ts'
@@ -62,6 +62,8 @@ export interface BlockCacheOptions {
   heldElsewhere?: ((blocks: number[]) => Promise<number[]>) | undefined
   /** Called once when the origin's file is found to have changed. */
   onChanged?: ((reason: string) => void) | undefined
+  /** Ends the cache's fetches (those of a preparation the store gives up on when it closes) as `close()` does. */
+  signal?: AbortSignal | undefined
 }
 
 /**
@@ -114,7 +116,8 @@ export class BlockCache implements ByteGate {
   readonly #abort = new AbortController()
   #cachedBytes = 0
   #lastServed = 0
-  #changed: string | undefined
+  /** Why this cache no longer fetches: the first OriginChanged its origin answered, thrown again to every later fetch. */
+  #changed: DomainError | undefined
   #noSpaceLogged = false
   /** The file stands whole under the image's upstream name: nothing is evicted from it. */
   #final = false
@@ -122,6 +125,7 @@ export class BlockCache implements ByteGate {
   private constructor (options: BlockCacheOptions, handle: FileHandle, inode: number) {
     this.#options = options
     this.inode = inode
+    options.signal?.addEventListener('abort', () => this.#abort.abort(options.signal!.reason), { once: true, signal: this.#abort.signal })
     this.key = options.key
     this.path = options.path
     this.#record = options.record
@@ -162,7 +166,7 @@ export class BlockCache implements ByteGate {
   /** Another process served from the cache: it counts as recently served (evicted last). */
   served (): void { this.#lastServed = Date.now() }
   /** Why this cache no longer fetches: its origin's file changed. */
-  get changed (): string | undefined { return this.#changed }
+  get changed (): string | undefined { return this.#changed?.message }
 
   async acquire (offset: number, length: number, readAhead = 0): Promise<Release> {
     const { first, last } = blockSpan(offset, length, this.blockSize)
@@ -286,7 +290,7 @@ export class BlockCache implements ByteGate {
       const start = block * this.blockSize
       const end = start + this.#blockLength(block)
       for (let attempt = 1; ; attempt++) {
-        if (this.#changed !== undefined) throw new OriginChanged(this.#changed)
+        if (this.#changed !== undefined) throw this.#changed
         const started = performance.now()
         let bytes: Buffer
         const buffer = takeBuffer(this.blockSize)
@@ -298,7 +302,7 @@ export class BlockCache implements ByteGate {
           if (this.#abort.signal.aborted) throw new OriginUnavailable('the image is closing')
           if (err instanceof OriginChanged) {
             this.#options.metrics?.fetchEnded('changed', seconds)
-            this.#originChanged(err.message)
+            this.#originChanged(err)
             throw err
           }
           const last = attempt >= FETCH_ATTEMPTS || !(err instanceof TransientFetchError)
@@ -361,11 +365,11 @@ export class BlockCache implements ByteGate {
     await this.#handle.datasync()
   }
 
-  #originChanged (reason: string): void {
+  #originChanged (err: DomainError): void {
     if (this.#changed !== undefined) return
-    this.#changed = reason
-    this.#options.log.warn({ image: this.key, reason }, 'the OS image changed at its origin; it is prepared again')
-    this.#options.onChanged?.(reason)
+    this.#changed = err
+    this.#options.log.warn({ image: this.key, reason: err.message }, 'the OS image changed at its origin; it is prepared again')
+    this.#options.onChanged?.(err.message)
   }
 
   #blockLength (block: number): number {

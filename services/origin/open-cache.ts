@@ -13,7 +13,6 @@ export interface OpenCacheOptions extends Omit<BlockCacheOptions, 'path' | 'reco
   /** The entry's sha256, when configured: it then names the image's bytes, as it does for a downloaded one. */
   sha256?: string | undefined
   blockSize?: number
-  signal?: AbortSignal
 }
 
 /**
