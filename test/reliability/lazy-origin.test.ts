@@ -342,4 +342,7 @@ t.test('mid-stream: an origin that stops cuts the response; one that changes nev
   const changed = await streaming
   t.ok(changed.bytes.equals(reference.subarray(0, changed.bytes.length)),
     `the response has the first version's bytes only (${changed.bytes.length} of ${changed.expected}, ${changed.complete ? 'complete' : 'cut'})`)
+  // Closed here, while their origins run and their DATA_DIRs exist: the one preparing the new release writes into
+  // its DATA_DIR until it closes, and the test directory is removed when the test ends.
+  for (const instance of [changing, stopping, eager]) await instance.fastify.close()
 })
