@@ -72,7 +72,7 @@ export interface BlockCacheOptions {
  * (measured), which malloc does not give back at once.
  */
 const spareBuffers: Buffer[] = []
-const SPARE_BUFFERS = 16
+const SPARE_BUFFERS = 8
 
 function takeBuffer (size: number): Buffer {
   const spare = spareBuffers.pop()
