@@ -8,6 +8,7 @@ import { createLogger } from '../observe/logger.ts'
 import { DomainError } from '../errors.ts'
 import { cachedBytesGauge, downloadMetrics, METRIC_PREFIX, originMetrics, processMemoryMetrics } from '../observe/metrics.ts'
 import { cachePuncher, ImageStore } from '../store/image-store.ts'
+import { startHeapTrims } from '../io/heap-trim.ts'
 
 /**
  * A worker's young generation is capped: request handling allocates little (the
@@ -34,6 +35,8 @@ export async function runPrimary (config: Config, workerEnv: Record<string, stri
   const restarts = new Counter({ name: `${METRIC_PREFIX}worker_restarts_total`, help: 'Workers that died and were replaced', registers: [registry] })
   const evictions = new EvictionConsent()
   cachedBytesGauge(registry, () => store.cachedBytes())
+  // Fetching blocks for the workers and preparing images churn the C heap: it is trimmed as it goes.
+  const stopHeapTrims = await startHeapTrims()
   const store = new ImageStore({
     config,
     log,
@@ -135,6 +138,7 @@ export async function runPrimary (config: Config, workerEnv: Record<string, stri
       for (const worker of alive) worker.process.kill('SIGTERM')
       await exited
       await store.close()
+      stopHeapTrims()
     },
     force: () => { for (const w of workers()) w.process.kill('SIGKILL') }
   })
