@@ -189,3 +189,16 @@ t.test('a worker\'s view: asks once for what it does not know, forgets evicted b
   ;(await remote.acquire(BLOCK, 10))()
   t.equal(asked.length, 2, 'the kept one is not')
 })
+
+t.test('without a hole puncher (no koffi, not Linux) nothing is evicted, and a read past the budget fails cleanly', async t => {
+  const dir = t.testdir()
+  const origin = await startOrigin(t, randomBytes(4 * BLOCK))
+  const budget = new CacheBudget(2 * BLOCK)
+  const cache = await cacheOf(t, origin, dir, { budget, punch: undefined })
+  ;(await cache.acquire(0, 2 * BLOCK))()
+  t.equal(await cache.evict(2 * BLOCK), 0, 'evict frees nothing')
+  await t.rejects(cache.acquire(2 * BLOCK, 10), OriginUnavailable, 'a block the budget has no room for: OriginUnavailable (a 503), not a crash')
+  t.equal(cache.cachedBytes, 2 * BLOCK, 'the cached blocks stay')
+  ;(await cache.acquire(0, 2 * BLOCK))()
+  t.pass('and still serve')
+})
