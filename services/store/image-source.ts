@@ -84,7 +84,7 @@ export interface LeaderSourceOptions {
 export class LeaderSource implements ImageSource {
   readonly decides = true
   readonly #options: LeaderSourceOptions
-  /** Images whose origin cannot be read by ranges, said once. */
+  /** Images that are not read by blocks (a range-less origin, a file:// image), said once. */
   readonly #rangeless = new Set<string>()
 
   constructor (options: LeaderSourceOptions) {
@@ -119,6 +119,10 @@ export class LeaderSource implements ImageSource {
     const path = wholeIsoPath(config, group)
     const isFileUrl = new URL(group.url).protocol === 'file:'
     const sidecar = join(config.dataDir, contentIdFileName(group))
+    if (isFileUrl && (config.osImagesFetch ?? 'lazy') !== 'eager' && !this.#rangeless.has(key)) {
+      this.#rangeless.add(key)
+      log.info({ image: key }, 'OS image read in place: a file:// image is not fetched by blocks')
+    }
     const whole = await openValidIso(path, { log, key, deleteInvalid: !isFileUrl })
     if (whole !== undefined) return await this.#identified(path, whole, sidecar, key)
     if (isFileUrl) throw new Error(`${path} is missing`)

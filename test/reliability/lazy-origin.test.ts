@@ -259,6 +259,7 @@ t.test('a range-less origin and file:// images are downloaded or read whole, as 
   t.notOk(existsSync(join(dir, 'data', `rhcos-full-iso-${X86_VERSION}-x86_64.iso.blocks`)), 'no block cache')
   const full = await body(`${started.url}/byid/${ID}/${X86_VERSION}/aarch64/full.iso`)
   t.equal(full.length, statSync(isos.x86).size, 'the file:// image serves in place')
+  t.equal(started.logs.records().filter(r => r.msg === 'OS image read in place: a file:// image is not fetched by blocks').length, 1, 'with one line')
 })
 
 /** Why a small tmpfs (a disk that fills) cannot be mounted here, or false. */
