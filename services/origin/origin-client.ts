@@ -8,7 +8,11 @@ export interface OriginClientOptions extends OutboundOptions {
   /** OS_IMAGES_REQUEST_HEADERS and OS_IMAGES_REQUEST_QUERY_PARAMS, added to every request. */
   headers?: Record<string, string>
   query?: Record<string, string>
-  /** Longest wait for an answer's headers, and between two chunks of its body. */
+  /**
+   * Longest wait for an answer's headers, and between two chunks of its body.
+   * Shorter than a reader's whole wait, so that a connection that hangs is
+   * given up and the fetch tried again in time (default 10 s).
+   */
   timeoutMs?: number
 }
 
@@ -48,7 +52,7 @@ export class OriginClient {
     this.#url = new URL(url)
     for (const [k, v] of Object.entries(options.query ?? {})) this.#url.searchParams.set(k, v)
     this.#headers = options.headers ?? {}
-    this.#timeoutMs = options.timeoutMs ?? 30_000
+    this.#timeoutMs = options.timeoutMs ?? 10_000
     this.#agents = outboundAgents(options)
   }
 

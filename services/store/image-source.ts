@@ -162,7 +162,9 @@ export class LeaderSource implements ImageSource {
         query: config.osImagesRequestQueryParams,
         ...(config.osImageDownloadCaFile !== undefined ? { caFile: config.osImageDownloadCaFile } : {}),
         insecureSkipVerify: config.insecureSkipVerify,
-        proxy: config.proxy
+        proxy: config.proxy,
+        // A third of a reader's wait per attempt: one hung connection still leaves time for a retry.
+        timeoutMs: Math.max(1000, Math.floor((config.osImagesFetchTimeoutSeconds ?? 30) * 1000 / 3))
       },
       files: cacheFiles(config, group),
       sha256: group.sha256,
