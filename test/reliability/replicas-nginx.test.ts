@@ -25,11 +25,12 @@ function start (t: Test, command: string, args: string[], env: Record<string, st
 }
 
 async function until (what: string, check: () => Promise<boolean>): Promise<void> {
-  for (let i = 0; i < 200; i++) {
+  // 60 s: three replicas start while the suite's other job may be booting QEMU guests on the same two cores.
+  for (let i = 0; i < 600; i++) {
     if (await check().catch(() => false)) return
     await sleep(100)
   }
-  throw new Error(`${what}: not within 20 s`)
+  throw new Error(`${what}: not within 60 s`)
 }
 
 /** A cluster of three replicas behind nginx; `env` picks the short-link store. */
